@@ -1,0 +1,23 @@
+"""Estimators of likelihood, MMSE, MI and CMI: one engine, several front doors."""
+
+from infodecomp.estimators.engine import REDUCTIONS, Term, evaluate_curve, integrate
+from infodecomp.estimators.information import (
+    conditional_mutual_information,
+    information_contrasts,
+    mutual_information,
+)
+from infodecomp.estimators.likelihood import nll
+from infodecomp.estimators.mmse import mmse_curve, mmse_curves
+
+__all__ = [
+    "REDUCTIONS",
+    "Term",
+    "conditional_mutual_information",
+    "evaluate_curve",
+    "information_contrasts",
+    "integrate",
+    "mmse_curve",
+    "mmse_curves",
+    "mutual_information",
+    "nll",
+]

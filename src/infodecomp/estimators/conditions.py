@@ -1,0 +1,87 @@
+"""Helpers on conditions: validate, slice, repeat and concatenate condition pytrees.
+
+A condition is ``None``, a tensor with the batch first, or a mapping from names to such
+tensors (or ``None``). These helpers never look inside a tensor beyond its first dimension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from infodecomp.interface import Cond
+
+
+def condition_batch_size(cond: Cond) -> int | None:
+    """Batch size of a condition, or ``None`` for the null condition."""
+    if cond is None:
+        return None
+    if isinstance(cond, Tensor):
+        if cond.ndim == 0:
+            raise ValueError("a tensor condition needs a batch dimension, got a 0-d tensor")
+        return cond.shape[0]
+    if isinstance(cond, Mapping):
+        sizes = {k: condition_batch_size(v) for k, v in cond.items()}
+        found = {s for s in sizes.values() if s is not None}
+        if len(found) > 1:
+            raise ValueError(f"the fields of a mapping condition disagree on the batch size: {sizes}")
+        return found.pop() if found else None
+    raise ValueError(
+        f"a condition must be None, a Tensor or a mapping of tensors, got {type(cond).__name__}"
+    )
+
+
+def check_conditions(conditions: Mapping[str, Cond], batch_size: int) -> None:
+    """Raise ``ValueError`` if any named condition's batch size differs from ``batch_size``."""
+    for name, cond in conditions.items():
+        size = condition_batch_size(cond)
+        if size is not None and size != batch_size:
+            raise ValueError(
+                f"condition {name!r} has batch size {size}, expected {batch_size} "
+                "(the batch size of x): give one condition per data point"
+            )
+
+
+def slice_condition(cond: Cond, start: int, stop: int) -> Cond:
+    if cond is None:
+        return None
+    if isinstance(cond, Tensor):
+        return cond[start:stop]
+    return {k: slice_condition(v, start, stop) for k, v in cond.items()}
+
+
+def repeat_condition(cond: Cond, repeats: int) -> Cond:
+    """Repeat each batch entry ``repeats`` times consecutively (rows ordered sample-major)."""
+    if cond is None or repeats == 1:
+        return cond
+    if isinstance(cond, Tensor):
+        return cond.repeat_interleave(repeats, dim=0)
+    return {k: repeat_condition(v, repeats) for k, v in cond.items()}
+
+
+def concat_conditions(conds: Sequence[Cond]) -> tuple[bool, Cond]:
+    """Concatenate conditions along the batch when they share one structure.
+
+    Returns ``(True, merged)`` on success and ``(False, None)`` when the conditions cannot be
+    merged without the denoiser's help (a ``None`` among tensors, different mapping keys).
+    """
+    if all(isinstance(c, Tensor) for c in conds):
+        trailing = {tuple(c.shape[1:]) for c in conds}
+        dtypes = {c.dtype for c in conds}
+        if len(trailing) == 1 and len(dtypes) == 1:
+            return True, torch.cat(list(conds), dim=0)
+        return False, None
+    if all(isinstance(c, Mapping) for c in conds):
+        keys = {tuple(sorted(c.keys())) for c in conds}
+        if len(keys) != 1:
+            return False, None
+        merged = {}
+        for k in conds[0]:
+            ok, value = concat_conditions([c[k] for c in conds])
+            if not ok:
+                return False, None
+            merged[k] = value
+        return True, merged
+    return False, None

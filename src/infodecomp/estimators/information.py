@@ -1,0 +1,131 @@
+"""Mutual information and conditional mutual information from denoisers.
+
+Two estimators of the same quantity (Kong et al., ICLR 2024, eqs. 5-7):
+
+    standard    i_s(x; y) = 1/2 ∫ E_eps[ ||eps - eps_hat(z)||^2 - ||eps - eps_hat(z|y)||^2 ] d alpha
+    orthogonal  i_o(x; y) = 1/2 ∫ E_eps[ ||eps_hat(z|y) - eps_hat(z)||^2 ] d alpha
+
+``E_{x,y}[i_s] = E_{x,y}[i_o] = I(X; Y)``. With optimal denoisers ``i_s`` equals
+``log p(x|y) - log p(x)`` pointwise; ``i_o`` is non-negative, decomposes into non-negative
+per-coordinate terms, and has far lower variance. Conditional MI replaces the null condition
+by the conditioning variable: ``I(X; Y | C)`` contrasts ``eps_hat(z|y,c)`` with ``eps_hat(z|c)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from torch import Tensor
+
+from infodecomp.diffusion.sampling import LogSNRSampler
+from infodecomp.estimators.engine import Reduction, Term, integrate
+from infodecomp.interface import Cond, Denoiser, Estimate
+
+InfoEstimator = Literal["orthogonal", "standard"]
+INFO_ESTIMATORS: tuple[str, ...] = ("orthogonal", "standard")
+
+
+def information_contrasts(
+    denoiser: Denoiser,
+    x: Tensor,
+    conditions: Mapping[str, Cond],
+    contrasts: Mapping[str, tuple[str, str]],
+    *,
+    estimator: InfoEstimator = "orthogonal",
+    reduction: Reduction = "mean",
+    sampler: LogSNRSampler | None = None,
+    n_draws: int = 64,
+    seed: int = 0,
+    sample_ids: Tensor | Sequence[int] | None = None,
+    max_batch: int = 4096,
+    progress: bool = False,
+) -> dict[str, Estimate]:
+    """Information of several conditions against references, all on the same draws.
+
+    Each distinct condition is evaluated once per draw, so K words contrasted with one shared
+    null cost ``(K + 1) * n_draws`` evaluations per data point, not ``2 * K * n_draws``.
+
+    Args:
+        conditions: named conditions, e.g. ``{"caption": c, "no_red": c1, "no_circle": c2}``.
+        contrasts: ``{name: (cond, ref)}``; the estimate is ``i(x; cond | ref)``.
+        estimator: ``"orthogonal"`` (default, low variance) or ``"standard"``.
+        Other arguments as in :func:`infodecomp.estimators.engine.integrate`.
+
+    Example:
+        >>> contrasts = {"red": ("caption", "no_red"), "circle": ("caption", "no_circle")}
+        >>> maps = information_contrasts(model, x, conds, contrasts, reduction="pixel")
+    """
+    if estimator not in INFO_ESTIMATORS:
+        raise ValueError(f"estimator must be one of {INFO_ESTIMATORS}, got {estimator!r}")
+    terms = {}
+    for name, pair in contrasts.items():
+        if not (isinstance(pair, tuple | list) and len(pair) == 2):
+            raise ValueError(f"contrast {name!r} must be a (cond, ref) pair of condition names, got {pair!r}")
+        terms[name] = Term(estimator, cond=pair[0], ref=pair[1])
+    results = integrate(
+        denoiser, x, conditions, terms, sampler=sampler, n_draws=n_draws, reduction=reduction,
+        seed=seed, sample_ids=sample_ids, max_batch=max_batch, progress=progress,
+    )
+    return results
+
+
+def mutual_information(
+    denoiser: Denoiser,
+    x: Tensor,
+    cond: Cond,
+    *,
+    null: Cond = None,
+    estimator: InfoEstimator = "orthogonal",
+    reduction: Reduction = "mean",
+    sampler: LogSNRSampler | None = None,
+    n_draws: int = 64,
+    seed: int = 0,
+    sample_ids: Tensor | Sequence[int] | None = None,
+    max_batch: int = 4096,
+    progress: bool = False,
+) -> Estimate:
+    """``I(X; Y)`` (``reduction="mean"``) or its pointwise / per-pixel decomposition.
+
+    Args:
+        denoiser: ``eps_hat(z, logsnr, cond)``.
+        x: data ``(B, *shape)``; ``cond`` holds the matching ``y`` (batch ``B``).
+        null: the reference condition (default ``None``, the unconditional model).
+
+    Example:
+        >>> from infodecomp.oracles import JointGaussian
+        >>> g = JointGaussian.bivariate(rho=0.75)
+        >>> s = g.sample(2000, seed=0)
+        >>> mutual_information(g.denoiser("x"), s["x"], {"y": s["y"]})  # ≈ 0.4133 nats
+    """
+    return information_contrasts(
+        denoiser, x, {"cond": cond, "null": null}, {"mi": ("cond", "null")},
+        estimator=estimator, reduction=reduction, sampler=sampler, n_draws=n_draws, seed=seed,
+        sample_ids=sample_ids, max_batch=max_batch, progress=progress,
+    )["mi"]
+
+
+def conditional_mutual_information(
+    denoiser: Denoiser,
+    x: Tensor,
+    cond: Cond,
+    given: Cond,
+    *,
+    estimator: InfoEstimator = "orthogonal",
+    reduction: Reduction = "mean",
+    sampler: LogSNRSampler | None = None,
+    n_draws: int = 64,
+    seed: int = 0,
+    sample_ids: Tensor | Sequence[int] | None = None,
+    max_batch: int = 4096,
+    progress: bool = False,
+) -> Estimate:
+    """``I(X; Y | C)``: ``cond`` carries both ``y`` and ``c``, ``given`` carries ``c`` alone.
+
+    For a text-to-image model: ``cond`` is the caption, ``given`` the caption without a word.
+    """
+    return information_contrasts(
+        denoiser, x, {"cond": cond, "given": given}, {"cmi": ("cond", "given")},
+        estimator=estimator, reduction=reduction, sampler=sampler, n_draws=n_draws, seed=seed,
+        sample_ids=sample_ids, max_batch=max_batch, progress=progress,
+    )["cmi"]

@@ -1,0 +1,164 @@
+"""The concepts every part of infodecomp speaks: denoisers, conditions and results.
+
+This module imports nothing from the rest of the package, so that models, oracles,
+callbacks and probes can all depend on it without cycles.
+
+Conventions (nats throughout):
+
+* ``x`` is a batch of data, shaped ``(B, *shape)``.
+* ``logsnr`` is the log signal-to-noise ratio ``alpha`` of the variance-preserving channel
+  ``z = sqrt(sigmoid(alpha)) * x + sqrt(sigmoid(-alpha)) * eps``, shaped ``(B,)``.
+* A condition is ``None`` (the null condition), a tensor whose first dimension is the
+  batch, or a mapping from names to such tensors (e.g. ``{"y": y, "c": c}``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+Cond = Any
+"""A condition: ``None`` (null), a ``Tensor`` with batch first, or ``Mapping[str, Tensor]``."""
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """Anything that predicts the noise of the VP channel.
+
+    ``eps_hat = denoiser(z, logsnr, cond)`` with ``z: (B, *shape)``, ``logsnr: (B,)`` and a
+    condition with batch size ``B`` (or ``None`` for the null condition). The output has the
+    shape of ``z``.
+    """
+
+    def __call__(self, z: Tensor, logsnr: Tensor, cond: Cond = None) -> Tensor: ...
+
+
+@runtime_checkable
+class SupportsConditionBatching(Protocol):
+    """A denoiser that can evaluate several conditions in one forward pass.
+
+    ``batch_conditions([c1, c2, ...])`` returns one condition for the concatenation of the
+    batches of ``c1, c2, ...`` (each of which may be ``None``). Estimators use it to compare
+    K alternative conditions on the same draws in a single batched call. Denoisers without it
+    still work: conditions that cannot be concatenated are evaluated one forward each.
+    """
+
+    def batch_conditions(self, conds: Sequence[Cond], sizes: Sequence[int]) -> Cond: ...
+
+
+@dataclass(frozen=True)
+class LogSNRRange:
+    """The log-SNR interval an integral was taken over (always reported with a result)."""
+
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError(f"log-SNR range must be finite, got [{self.low}, {self.high}]")
+        if not self.low < self.high:
+            raise ValueError(
+                f"log-SNR range is inverted or empty: expected low < high, "
+                f"got low={self.low}, high={self.high}"
+            )
+
+    def __str__(self) -> str:
+        return f"[{self.low:.3g}, {self.high:.3g}]"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A Monte-Carlo estimate with its standard error and its cost.
+
+    Attributes:
+        value: the estimate. Shape by reduction: ``"mean"`` -> ``()``, ``"sample"`` -> ``(B,)``,
+            ``"pixel"`` -> ``(B, *spatial)`` (channels summed), ``"coordinate"`` -> ``(B, *shape)``.
+        se: standard error, same shape as ``value``. For ``"mean"`` it is the standard error of
+            the expectation over data (spread across samples); otherwise the Monte-Carlo
+            standard error of each pointwise estimate.
+        nfe: denoiser evaluations spent per data point (all conditions counted).
+        logsnr_range: the log-SNR interval integrated over (``None`` for estimates that
+            involve no log-SNR integral, e.g. Monte-Carlo ground truth).
+        reduction: one of ``"mean"``, ``"sample"``, ``"pixel"``, ``"coordinate"``.
+        unit: ``"nats"`` or ``"bits/dim"``.
+        n_samples: number of data points the estimate is built from.
+        info: free-form metadata (estimator name, sampler settings, ...).
+    """
+
+    value: Tensor
+    se: Tensor
+    nfe: int
+    logsnr_range: LogSNRRange | None
+    reduction: str
+    unit: str = "nats"
+    n_samples: int = 1
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def batch_mean(self) -> Estimate:
+        """Average a per-sample result over the batch (SE from the spread across samples)."""
+        if self.reduction == "mean":
+            return self
+        n = self.value.shape[0]
+        mean = self.value.mean(dim=0)
+        if n > 1:
+            se = self.value.std(dim=0, unbiased=True) / math.sqrt(n)
+        else:
+            se = self.se[0]
+        return replace(self, value=mean, se=se, reduction="mean" if mean.ndim == 0 else
+                       f"{self.reduction}_mean")
+
+    def item(self) -> float:
+        if self.value.numel() != 1:
+            raise ValueError(f"item() needs a scalar estimate, got shape {tuple(self.value.shape)}")
+        return float(self.value)
+
+    def __float__(self) -> float:
+        return self.item()
+
+    def __str__(self) -> str:
+        if self.value.numel() == 1:
+            head = f"{float(self.value):.4f} ± {float(self.se):.4f} {self.unit}"
+        else:
+            head = f"{self.reduction} estimate of shape {tuple(self.value.shape)} ({self.unit})"
+        where = f", log-SNR {self.logsnr_range}" if self.logsnr_range is not None else ""
+        return f"{head} (NFE {self.nfe}/sample{where})"
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A quantity evaluated at fixed log-SNRs, e.g. an MMSE curve.
+
+    Attributes:
+        logsnr: the grid, ``(L,)``.
+        value: ``(L,)`` for ``"mean"``; ``(B, L, ...)`` otherwise.
+        se: standard error, shaped like ``value``.
+        nfe: denoiser evaluations per data point.
+        reduction: as for :class:`Estimate`.
+    """
+
+    logsnr: Tensor
+    value: Tensor
+    se: Tensor
+    nfe: int
+    reduction: str
+    n_samples: int = 1
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def logsnr_range(self) -> LogSNRRange:
+        return LogSNRRange(float(self.logsnr.min()), float(self.logsnr.max()) + 1e-12)
+
+
+def as_tensor_1d(values: Any, name: str) -> Tensor:
+    """Convert a float or sequence to a 1-D float tensor (helper for user-facing APIs)."""
+    t = torch.as_tensor(values, dtype=torch.get_default_dtype())
+    if t.ndim == 0:
+        t = t[None]
+    if t.ndim != 1:
+        raise ValueError(f"{name} must be a scalar or 1-D, got shape {tuple(t.shape)}")
+    return t

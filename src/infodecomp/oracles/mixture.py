@@ -1,0 +1,256 @@
+"""Exact denoisers for Gaussian mixtures, conditional on discrete labels.
+
+For ``x ~ sum_k pi_k N(mu_k, S_k)`` observed through the VP channel, the responsibilities are
+``r_k(z) ∝ pi_k N(z; a mu_k, a^2 S_k + s^2 I)`` and, because the noise prediction is affine in
+the posterior mean, ``eps_hat(z) = sum_k r_k(z) eps_hat_k(z)``. Each component carries
+discrete labels (e.g. ``{"class": ...}`` or ``{"shape": ..., "colour": ...}``); conditioning
+on labels restricts the sum to matching components, which gives exact conditional and
+marginal denoisers from one object. Any finite set of images blurred by isotropic Gaussian
+noise is such a mixture.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from infodecomp.diffusion.channel import signal_noise_scales
+from infodecomp.interface import Cond, Estimate
+from infodecomp.oracles.gaussian import _check_n
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class GaussianMixtureOracle:
+    """Exact conditional and marginal denoiser of a labelled Gaussian mixture.
+
+    Args:
+        means: ``(M, d)`` component means.
+        covs: a float (shared isotropic variance), ``(M,)`` per-component isotropic variances,
+            or ``(M, d, d)`` full covariances.
+        weights: ``(M,)`` mixture weights (default uniform); normalised internally.
+        labels: ``{attribute: (M,) long}`` labels per component, or one ``(M,)`` tensor (named
+            ``"label"``). Default: each component is its own class, ``{"label": arange(M)}``.
+        shape: event shape of ``x`` (default ``(d,)``).
+
+    Conditions: ``None`` (marginal); a ``(B,)`` long tensor when there is a single attribute;
+    or ``{attribute: (B,) long}`` with ``-1`` marking an attribute that is not given.
+    """
+
+    def __init__(
+        self,
+        means: Tensor,
+        covs: float | Tensor,
+        weights: Tensor | None = None,
+        labels: Mapping[str, Tensor] | Tensor | None = None,
+        shape: Sequence[int] | None = None,
+    ) -> None:
+        means = torch.as_tensor(means, dtype=torch.float64)
+        if means.ndim != 2:
+            raise ValueError(f"means must be (M, d), got shape {tuple(means.shape)}")
+        m, d = means.shape
+        self.means = means
+        self.shape = tuple(shape) if shape is not None else (d,)
+        if math.prod(self.shape) != d:
+            raise ValueError(f"shape {self.shape} has {math.prod(self.shape)} entries, means have {d}")
+        w = torch.full((m,), 1.0 / m, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        if w.shape != (m,) or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"weights must be (M,) = ({m},) non-negative with positive sum, got shape {tuple(w.shape)}")
+        self.log_weights = (w / w.sum()).log()
+        covs_t = torch.as_tensor(covs, dtype=torch.float64)
+        if covs_t.ndim == 0:
+            covs_t = covs_t.expand(m).clone()
+        if covs_t.ndim == 1:
+            if covs_t.shape != (m,) or (covs_t <= 0).any():
+                raise ValueError(f"isotropic variances must be (M,) = ({m},) and positive, got {tuple(covs_t.shape)}")
+            self.isotropic = True
+            self.variances = covs_t
+        elif covs_t.ndim == 3 and covs_t.shape == (m, d, d):
+            self.isotropic = False
+            covs_t = (covs_t + covs_t.transpose(1, 2)) / 2
+            eigvals, eigvecs = torch.linalg.eigh(covs_t)
+            if eigvals.min() <= 0:
+                raise ValueError(f"component covariances must be positive definite, smallest eigenvalue {eigvals.min().item():.3g}")
+            self.covs = covs_t
+            self.eigvals, self.eigvecs = eigvals, eigvecs
+        else:
+            raise ValueError(f"covs must be a float, (M,) or (M, d, d) = ({m}, {d}, {d}), got shape {tuple(covs_t.shape)}")
+        if labels is None:
+            labels = {"label": torch.arange(m)}
+        elif isinstance(labels, Tensor):
+            labels = {"label": labels}
+        self.labels = {k: torch.as_tensor(v, dtype=torch.long) for k, v in labels.items()}
+        for k, v in self.labels.items():
+            if v.shape != (m,):
+                raise ValueError(f"labels[{k!r}] must have shape ({m},), got {tuple(v.shape)}")
+        self._cast: dict[tuple, dict[str, Tensor]] = {}
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    def _params(self, like: Tensor) -> dict[str, Tensor]:
+        key = (like.dtype, like.device)
+        if key not in self._cast:
+            names = ["means", "log_weights"] + (["variances"] if self.isotropic else ["eigvals", "eigvecs"])
+            params = {n: getattr(self, n).to(dtype=like.dtype, device=like.device) for n in names}
+            params.update({f"label/{k}": v.to(like.device) for k, v in self.labels.items()})
+            self._cast[key] = params
+        return self._cast[key]
+
+    # ---- conditions -------------------------------------------------------------------------
+    def _as_label_dict(self, cond: Cond, rows: int) -> dict[str, Tensor]:
+        if cond is None:
+            return {}
+        if isinstance(cond, Tensor):
+            if len(self.labels) != 1:
+                raise ValueError(
+                    f"a tensor condition is ambiguous with attributes {list(self.labels)}; pass a mapping"
+                )
+            cond = {next(iter(self.labels)): cond}
+        if not isinstance(cond, Mapping):
+            raise ValueError(f"condition must be None, a (B,) label tensor or a mapping, got {type(cond).__name__}")
+        out = {}
+        for k, v in cond.items():
+            if k not in self.labels:
+                raise ValueError(f"unknown attribute {k!r}; this mixture has {list(self.labels)}")
+            if v is None:
+                continue
+            v = torch.as_tensor(v).reshape(-1)
+            if v.shape[0] != rows:
+                raise ValueError(f"condition {k!r} has {v.shape[0]} entries, expected {rows}")
+            out[k] = v.long()
+        return out
+
+    def component_mask(self, cond: Cond, rows: int, device: torch.device | None = None) -> Tensor | None:
+        """``(rows, M)`` bool: components compatible with each row's labels (``None`` = all)."""
+        given = self._as_label_dict(cond, rows)
+        if not given:
+            return None
+        mask = torch.ones(rows, self.n_components, dtype=torch.bool, device=device)
+        for k, v in given.items():
+            v = v.to(device)
+            labels = self.labels[k].to(device)
+            mask &= (v[:, None] == labels[None, :]) | (v[:, None] < 0)
+        empty = ~mask.any(dim=1)
+        if empty.any():
+            bad = {k: v[empty.nonzero()[0, 0]].item() for k, v in given.items()}
+            raise ValueError(f"no mixture component has labels {bad}")
+        return mask
+
+    def batch_conditions(self, conds: Sequence[Cond], sizes: Sequence[int]) -> Cond:
+        """Merge conditions (``None`` included) into one ``{attribute: (sum(sizes),)}`` with -1 for absent."""
+        parts = {k: [] for k in self.labels}
+        for cond, n in zip(conds, sizes, strict=True):
+            given = self._as_label_dict(cond, n)
+            for k in self.labels:
+                parts[k].append(given[k] if k in given else torch.full((n,), -1, dtype=torch.long))
+        return {k: torch.cat([p.to(v[0].device if v else "cpu") for p in v]) for k, v in parts.items()}
+
+    # ---- the denoiser -------------------------------------------------------------------------
+    def _component_terms(self, flat: Tensor, a: Tensor, s: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """log N(z; a mu_k, a^2 S_k + s^2 I) ``(R, M)``, and what eps_hat needs."""
+        p = self._params(flat)
+        d = self.dim
+        if self.isotropic:
+            var = a[:, None].square() * p["variances"][None, :] + s[:, None].square()  # (R, M)
+            sq = (
+                flat.square().sum(1, keepdim=True)
+                - 2 * a[:, None] * flat @ p["means"].T
+                + a[:, None].square() * p["means"].square().sum(1)[None, :]
+            ).clamp_min(0)
+            log_n = -0.5 * (d * _LOG_2PI + d * var.log() + sq / var)
+            return log_n, var, None
+        centred = flat[:, None, :] - a[:, None, None] * p["means"][None]  # (R, M, d)
+        proj = torch.einsum("rmd,mde->rme", centred, p["eigvecs"])
+        den = a[:, None, None].square() * p["eigvals"][None] + s[:, None, None].square()  # (R, M, d)
+        log_n = -0.5 * (d * _LOG_2PI + den.log().sum(-1) + (proj.square() / den).sum(-1))
+        return log_n, den, proj
+
+    def __call__(self, z: Tensor, logsnr: Tensor, cond: Cond = None) -> Tensor:
+        rows = z.shape[0]
+        flat = z.reshape(rows, -1)
+        if flat.shape[1] != self.dim:
+            raise ValueError(f"z has {flat.shape[1]} entries per sample, this mixture models {self.dim}")
+        a, s = signal_noise_scales(logsnr.to(z.dtype))
+        p = self._params(flat)
+        log_n, den, proj = self._component_terms(flat, a, s)
+        logits = log_n + p["log_weights"][None, :]
+        mask = self.component_mask(cond, rows, z.device)
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        resp = torch.softmax(logits, dim=1)  # (R, M)
+        if self.isotropic:
+            w = resp / den  # (R, M): r_k / (a^2 var_k + s^2)
+            eps_hat = s[:, None] * (flat * w.sum(1, keepdim=True) - a[:, None] * (w @ p["means"]))
+        else:
+            coef = resp[:, :, None] * s[:, None, None] * proj / den  # (R, M, d) eigen-coords
+            eps_hat = torch.einsum("rme,mde->rd", coef, p["eigvecs"])
+        return eps_hat.reshape(z.shape)
+
+    # ---- exact densities and information ------------------------------------------------------
+    def log_prob_components(self, x: Tensor) -> Tensor:
+        """``log pi_k + log N(x; mu_k, S_k)`` for every component, ``(B, M)`` float64."""
+        flat = x.reshape(x.shape[0], -1).to(torch.float64)
+        one = torch.ones(flat.shape[0], dtype=torch.float64)
+        log_n, _, _ = self._component_terms(flat, one, torch.zeros_like(one))
+        return log_n + self.log_weights.to(log_n.dtype)[None, :]
+
+    def log_prob(self, x: Tensor, cond: Cond = None) -> Tensor:
+        """Exact ``log p(x | labels)``, ``(B,)`` float64."""
+        joint = self.log_prob_components(x)
+        mask = self.component_mask(cond, x.shape[0])
+        if mask is None:
+            return joint.logsumexp(1)
+        prior = self.log_weights[None, :].expand_as(joint)
+        return joint.masked_fill(~mask, -math.inf).logsumexp(1) - prior.masked_fill(~mask, -math.inf).logsumexp(1)
+
+    def sample(self, n: int, seed: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
+        """Draw ``n`` points: ``x: (n, *shape)`` and ``{attribute: (n,)}`` labels (plus ``"component"``)."""
+        _check_n(n)
+        gen = torch.Generator().manual_seed(seed)
+        comp = torch.multinomial(self.log_weights.exp(), n, replacement=True, generator=gen)
+        g = torch.randn(n, self.dim, generator=gen, dtype=torch.float64)
+        if self.isotropic:
+            x = self.means[comp] + g * self.variances[comp, None].sqrt()
+        else:
+            scaled = g * self.eigvals[comp].sqrt()
+            x = self.means[comp] + torch.einsum("nde,ne->nd", self.eigvecs[comp], scaled)
+        labels = {k: v[comp] for k, v in self.labels.items()}
+        labels["component"] = comp
+        return x.to(torch.get_default_dtype()).reshape((n,) + self.shape), labels
+
+    def pointwise_information(
+        self, x: Tensor, labels: Mapping[str, Tensor], attribute: str, given: Sequence[str] = ()
+    ) -> Tensor:
+        """Exact ``log p(x | a, g) - log p(x | g)`` at each point, ``(B,)`` float64."""
+        g = {k: labels[k] for k in given}
+        return self.log_prob(x, {**g, attribute: labels[attribute]}) - self.log_prob(x, g or None)
+
+    def mutual_information(
+        self, attribute: str = "label", given: Sequence[str] = (), *, n: int = 20000, seed: int = 0, batch: int = 4096
+    ) -> Estimate:
+        """``I(X; A | G) = E[log p(a | x, g) - log p(a | g)]`` by Monte Carlo with exact posteriors.
+
+        Exact up to the reported Monte-Carlo standard error (no denoiser involved). Cost is
+        ``n * M`` component densities; for very many components use smaller ``n``.
+        """
+        if attribute not in self.labels:
+            raise ValueError(f"unknown attribute {attribute!r}; this mixture has {list(self.labels)}")
+        values = []
+        for start in range(0, n, batch):
+            m = min(batch, n - start)
+            x, labels = self.sample(m, seed=seed * 1_000_003 + start)
+            values.append(self.pointwise_information(x, labels, attribute, given))
+        v = torch.cat(values)
+        return Estimate(
+            value=v.mean(), se=v.std() / math.sqrt(n), nfe=0, logsnr_range=None,
+            reduction="mean", n_samples=n, info={"method": "monte-carlo, exact posterior"},
+        )
