@@ -1,0 +1,193 @@
+"""What training callbacks and ``analyze.py`` both compute, on top of the estimation core.
+
+Everything here calls :mod:`infodecomp.estimators`; nothing re-implements an estimator. Per-sample
+results are returned so that data-parallel evaluation can gather them across processes and
+average afterwards, which gives the same answer on 1 or N processes (draws depend only on the
+seed and each item's dataset index).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from infodecomp.diffusion.channel import gaussian_mmse
+from infodecomp.estimators import information_contrasts, mmse_curves, nll
+from infodecomp.interface import Denoiser, Estimate
+
+
+@dataclass
+class EvalBatch:
+    """A fixed evaluation batch: data, model conditions, stable ids and optional masks."""
+
+    x: Tensor
+    cond: dict[str, Tensor]
+    sample_ids: Tensor
+    masks: Tensor | None = None
+    captions: list[str] | None = None
+    oracle_cond: dict[str, Tensor] | None = None
+
+
+def _without(cond: Mapping[str, Tensor], name: str) -> dict[str, Tensor]:
+    return {k: v for k, v in cond.items() if k != name}
+
+
+def information_conditions(cond: Mapping[str, Tensor], variables: Sequence[str]) -> tuple[dict, dict]:
+    """Named conditions and contrasts for ``I(x; v)`` and ``I(x; v | other variables)`` of each ``v``.
+
+    Every condition is shared by all contrasts that use it, so the cost per draw is
+    ``2 + 2 * len(variables)`` evaluations (``full`` and ``null`` once) for all MI and CMI terms.
+    """
+    conditions: dict[str, Any] = {"null": None, "full": dict(cond)}
+    contrasts: dict[str, tuple[str, str]] = {}
+    for v in variables:
+        conditions[f"only:{v}"] = {v: cond[v]}
+        contrasts[f"mi/{v}"] = (f"only:{v}", "null")
+        if len(variables) > 1:
+            conditions[f"without:{v}"] = _without(cond, v)
+            contrasts[f"cmi/{v}"] = ("full", f"without:{v}")
+    return conditions, contrasts
+
+
+def information_estimates(
+    denoiser: Denoiser, batch: EvalBatch, variables: Sequence[str], *, reduction: str = "sample",
+    n_draws: int = 32, seed: int = 0, cond: Mapping[str, Tensor] | None = None, max_batch: int = 4096,
+    progress: bool = False,
+) -> dict[str, Estimate]:
+    """``{"mi/<v>": Estimate, "cmi/<v>": Estimate}`` for each variable, all on shared draws."""
+    conditions, contrasts = information_conditions(batch.cond if cond is None else cond, variables)
+    return information_contrasts(
+        denoiser, batch.x, conditions, contrasts, reduction=reduction, n_draws=n_draws, seed=seed,
+        sample_ids=batch.sample_ids, max_batch=max_batch, progress=progress,
+    )
+
+
+def mean_and_se(values: Tensor) -> tuple[float, float]:
+    """Mean over the first dimension and its standard error (spread across samples)."""
+    v = values.double()
+    n = v.shape[0]
+    return float(v.mean()), float(v.std() / math.sqrt(n)) if n > 1 else float("nan")
+
+
+@dataclass
+class InfoRow:
+    """One line of an information table (nats)."""
+
+    name: str
+    variable: str
+    kind: str
+    estimate: float
+    se: float
+    nfe: int
+    n_samples: int
+    truth: float | None = None
+    truth_se: float | None = None
+    abs_error: float | None = None
+    rel_error: float | None = None
+    oracle_estimate: float | None = None
+    oracle_se: float | None = None
+    logsnr_range: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarise(
+    per_sample: Mapping[str, Tensor], nfe: int, *, truth: Any = None, oracle: Mapping[str, Tensor] | None = None,
+    logsnr_range: tuple[float, float] | None = None,
+) -> list[InfoRow]:
+    """Turn gathered per-sample values into rows, with ground truth where known."""
+    rows = []
+    for name, values in per_sample.items():
+        kind, variable = name.split("/", 1)
+        est, se = mean_and_se(values)
+        row = InfoRow(name, variable, kind, est, se, nfe, int(values.shape[0]), logsnr_range=logsnr_range)
+        if truth is not None:
+            table = truth.mutual_information if kind == "mi" else truth.conditional_mutual_information
+            if variable in table:
+                row.truth = table[variable]
+                row.truth_se = truth.standard_errors.get(name)
+                row.abs_error = abs(est - row.truth)
+                row.rel_error = row.abs_error / abs(row.truth) if row.truth else None
+        if oracle is not None and name in oracle:
+            row.oracle_estimate, row.oracle_se = mean_and_se(oracle[name])
+        rows.append(row)
+    return rows
+
+
+def mass_in_mask(maps: Tensor, masks: Tensor) -> Tensor:
+    """Fraction of each map's total inside its mask: ``maps, masks: (B, H, W)`` -> ``(B,)``."""
+    total = maps.flatten(1).sum(1).clamp_min(1e-12)
+    return (maps * masks.to(maps.dtype)).flatten(1).sum(1) / total
+
+
+def covariance_spectrum(x: Tensor) -> Tensor:
+    """Eigenvalues of the sample covariance of a batch (through the Gram matrix when ``B < d``)."""
+    flat = x.reshape(x.shape[0], -1).double()
+    flat = flat - flat.mean(0, keepdim=True)
+    n, d = flat.shape
+    gram = flat @ flat.T if n < d else flat.T @ flat
+    eig = torch.linalg.eigvalsh(gram / max(n - 1, 1)).clamp_min(0)
+    if n < d:  # the remaining d - n directions have (near) zero sample variance
+        eig = torch.cat([eig, torch.zeros(d - n, dtype=eig.dtype)])
+    return eig
+
+
+@dataclass
+class MMSEResult:
+    logsnr: Tensor
+    curves: dict[str, Tensor]
+    se: dict[str, Tensor]
+    gaussian_reference: Tensor
+    nfe: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def mmse_result(
+    denoiser: Denoiser, batch: EvalBatch, logsnr: Tensor, *, n_eps: int = 4, seed: int = 0,
+    cond: Mapping[str, Tensor] | None = None,
+) -> MMSEResult:
+    """Conditional and unconditional MMSE curves (per sample) and the Gaussian reference curve."""
+    conditions = {"conditional": dict(batch.cond if cond is None else cond), "unconditional": None}
+    curves = mmse_curves(denoiser, batch.x, logsnr, conditions, n_eps=n_eps, reduction="sample", seed=seed,
+                         sample_ids=batch.sample_ids)
+    ref = gaussian_mmse(logsnr.double(), covariance_spectrum(batch.x))
+    return MMSEResult(logsnr, {k: c.value for k, c in curves.items()}, {k: c.se for k, c in curves.items()}, ref,
+                      nfe=next(iter(curves.values())).nfe)
+
+
+def nll_bits_per_dim(denoiser: Denoiser, batch: EvalBatch, *, n_draws: int = 32, seed: int = 0,
+                     cond: Mapping[str, Tensor] | None = None) -> Estimate:
+    """Per-sample ``-log p(x | cond)`` in bits/dim (continuous density of the modelled values)."""
+    return nll(denoiser, batch.x, cond, unit="bits/dim", reduction="sample", n_draws=n_draws, seed=seed,
+               sample_ids=batch.sample_ids)
+
+
+@torch.no_grad()
+def sample_images(
+    denoiser: Denoiser, shape: Sequence[int], cond: Mapping[str, Tensor] | None, n: int, *, steps: int = 50,
+    logsnr_min: float = -12.0, logsnr_max: float = 12.0, seed: int = 0, device: torch.device | str = "cpu",
+) -> Tensor:
+    """Deterministic (DDIM, eta = 0) sampling on a uniform log-SNR grid from pure noise.
+
+    ``z <- a' x_hat + s' eps_hat`` from each log-SNR to the next, ending with ``x_hat`` at
+    ``logsnr_max``. The same seed gives the same samples.
+    """
+    gen = torch.Generator(device=device).manual_seed(seed)
+    z = torch.randn((n, *shape), generator=gen, device=device)
+    grid = torch.linspace(logsnr_min, logsnr_max, steps + 1, device=device)
+    x_hat = z
+    for i in range(steps):
+        a, s = torch.sigmoid(grid[i]).sqrt(), torch.sigmoid(-grid[i]).sqrt()
+        eps_hat = denoiser(z, grid[i].expand(n), cond)
+        x_hat = ((z - s * eps_hat) / a).clamp(-1.5, 1.5)
+        eps_hat = (z - a * x_hat) / s
+        a2, s2 = torch.sigmoid(grid[i + 1]).sqrt(), torch.sigmoid(-grid[i + 1]).sqrt()
+        z = a2 * x_hat + s2 * eps_hat
+    a, s = torch.sigmoid(grid[-1]).sqrt(), torch.sigmoid(-grid[-1]).sqrt()
+    return ((z - s * denoiser(z, grid[-1].expand(n), cond)) / a).clamp(-1, 1)

@@ -1,0 +1,26 @@
+"""Lightning pieces: the diffusion module, data modules, loggers."""
+
+from infodecomp.lightning.data import (
+    CaptionFolderDataModule,
+    CIFAR10DataModule,
+    DictDataset,
+    DigitsDataModule,
+    GroundTruth,
+    ShapesDataModule,
+    VectorTaskDataModule,
+)
+from infodecomp.lightning.loggers import AutoWandbLogger
+from infodecomp.lightning.module import DiffusionModule, load_module
+
+__all__ = [
+    "AutoWandbLogger",
+    "CIFAR10DataModule",
+    "CaptionFolderDataModule",
+    "DictDataset",
+    "DigitsDataModule",
+    "DiffusionModule",
+    "GroundTruth",
+    "ShapesDataModule",
+    "VectorTaskDataModule",
+    "load_module",
+]

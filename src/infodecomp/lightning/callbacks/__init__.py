@@ -1,0 +1,17 @@
+"""Evaluation callbacks: information, MMSE curves, heatmaps, likelihood and samples."""
+
+from infodecomp.lightning.callbacks.base import EvaluationCallback
+from infodecomp.lightning.callbacks.heatmap import InfoHeatmapCallback
+from infodecomp.lightning.callbacks.likelihood import LikelihoodCallback
+from infodecomp.lightning.callbacks.mmse import MMSECurveCallback
+from infodecomp.lightning.callbacks.mutual_information import MutualInformationCallback
+from infodecomp.lightning.callbacks.samples import SampleGridCallback
+
+__all__ = [
+    "EvaluationCallback",
+    "InfoHeatmapCallback",
+    "LikelihoodCallback",
+    "MMSECurveCallback",
+    "MutualInformationCallback",
+    "SampleGridCallback",
+]

@@ -1,0 +1,153 @@
+"""Shared machinery of the evaluation callbacks: schedule, fixed batch, sharding, logging.
+
+Each callback evaluates a fixed set of validation items (the first ``n_eval``; the same
+``(alpha, eps)`` draws every time, from a fixed seed), under ``torch.no_grad`` with the EMA
+weights. Under DDP each process takes every ``world_size``-th item, per-sample results are
+gathered, and rank zero logs: because draws depend only on the seed and each item's index,
+1 and N processes give the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from torch import Tensor
+from torch.utils.data import default_collate
+
+from infodecomp.evaluation import EvalBatch
+from infodecomp.plotting import close
+
+log = logging.getLogger(__name__)
+
+
+def gather_cat(trainer: pl.Trainer, value: Tensor) -> Tensor:
+    """Concatenate a per-sample tensor (first dim) across processes, in rank order."""
+    if trainer.world_size <= 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return value
+    parts: list[Any] = [None] * trainer.world_size
+    torch.distributed.all_gather_object(parts, value.detach().cpu())
+    return torch.cat(parts)
+
+
+def run_dir(trainer: pl.Trainer) -> Path:
+    """Where figures and tables of this run go (the first logger's directory, else the root dir)."""
+    for lg in trainer.loggers:
+        path = getattr(lg, "log_dir", None) or getattr(lg, "save_dir", None)
+        if path:
+            return Path(path)
+    return Path(trainer.default_root_dir)
+
+
+class EvaluationCallback(pl.Callback):
+    """Base class: evaluate every ``every_n_steps`` training steps and at the end of training.
+
+    Args:
+        every_n_steps: evaluation period in optimizer steps (``0``: only at the end).
+        n_eval: number of validation items in the fixed evaluation set.
+        seed: seed of the Monte-Carlo draws (fixed across evaluations).
+    """
+
+    key: str = "eval"
+
+    def __init__(self, every_n_steps: int = 250, n_eval: int = 256, seed: int = 0) -> None:
+        super().__init__()
+        if every_n_steps < 0:
+            raise ValueError(f"every_n_steps must be >= 0, got {every_n_steps}")
+        if n_eval < 2:
+            raise ValueError(f"n_eval must be >= 2 (standard errors need two samples), got {n_eval}")
+        self.every_n_steps, self.n_eval, self.seed = every_n_steps, n_eval, seed
+        self._last_step = -1
+
+    # ---- the evaluation set -----------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        dm = trainer.datamodule
+        if dm is None:
+            raise ValueError(f"{type(self).__name__} needs a LightningDataModule with a validation set")
+
+    def eval_batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EvalBatch:
+        dm = trainer.datamodule
+        if getattr(dm, "val_set", None) is None:
+            dm.setup("fit")
+        ds = dm.val_set
+        n = min(self.n_eval, len(ds))
+        ids = torch.arange(n)[trainer.global_rank :: trainer.world_size]
+        batch = default_collate([ds[int(i)] for i in ids])
+        batch["x"] = batch["x"].to(pl_module.device)
+        cond = pl_module.condition_for(batch)
+        cond = {k: v.to(pl_module.device) for k, v in cond.items() if k in pl_module.condition_spec}
+        masks = batch.get("masks")
+        return EvalBatch(x=batch["x"], cond=cond, sample_ids=ids, masks=masks,
+                         captions=batch.get("captions"), oracle_cond=batch.get("cond"))
+
+    # ---- schedule ---------------------------------------------------------------------------
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        step = trainer.global_step
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+            self._run(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_step != self._last_step:
+            self._run(trainer, pl_module, final=True)
+
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool = False) -> None:
+        self._last_step = trainer.global_step
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            with torch.no_grad():
+                self.evaluate(trainer, pl_module, self.eval_batch(trainer, pl_module), final)
+        finally:
+            pl_module.train(was_training)
+
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch, final: bool) -> None:
+        raise NotImplementedError
+
+    # ---- logging (rank zero) ----------------------------------------------------------------
+    @staticmethod
+    def log_scalars(trainer: pl.Trainer, metrics: Mapping[str, float]) -> None:
+        if not trainer.is_global_zero:
+            return
+        clean = {k: float(v) for k, v in metrics.items() if v is not None}
+        for lg in trainer.loggers:
+            lg.log_metrics(clean, step=trainer.global_step)
+
+    @staticmethod
+    def log_figure(trainer: pl.Trainer, key: str, fig: Any) -> Path | None:
+        """Save a PNG under ``<run>/figures/`` and send it to W&B / TensorBoard when present."""
+        if not trainer.is_global_zero:
+            close(fig)
+            return None
+        out = run_dir(trainer) / "figures" / f"{key.replace('/', '_')}_step{trainer.global_step:06d}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110)
+        for lg in trainer.loggers:
+            if isinstance(lg, WandbLogger):
+                import wandb
+
+                lg.experiment.log({key: wandb.Image(str(out)), "trainer/global_step": trainer.global_step})
+            elif isinstance(lg, TensorBoardLogger):
+                lg.experiment.add_figure(key, fig, global_step=trainer.global_step)
+        close(fig)
+        return out
+
+    @staticmethod
+    def log_table(trainer: pl.Trainer, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+        """A table to W&B (``wandb.Table``) and, always, as JSON next to the figures."""
+        if not trainer.is_global_zero:
+            return
+        out = run_dir(trainer) / "tables" / f"{key.replace('/', '_')}_step{trainer.global_step:06d}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"columns": columns, "rows": rows}, indent=1))
+        for lg in trainer.loggers:
+            if isinstance(lg, WandbLogger):
+                lg.log_table(key=key, columns=columns, data=rows, step=None)
+
+
+__all__ = ["CSVLogger", "EvaluationCallback", "gather_cat", "run_dir"]

@@ -1,0 +1,77 @@
+"""``InfoHeatmapCallback``: where in the image the information about each variable lives."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import pytorch_lightning as pl
+from typing_extensions import override
+
+from infodecomp.evaluation import EvalBatch, information_estimates, mass_in_mask
+from infodecomp.lightning.callbacks.base import EvaluationCallback, gather_cat
+from infodecomp.plotting import plot_info_heatmaps
+
+
+class InfoHeatmapCallback(EvaluationCallback):
+    """Per-pixel information maps (channels summed) for each conditioning variable.
+
+    Logs a grid ``image | model map per variable | oracle map per variable`` as
+    ``val/heatmap/<kind>`` and, when the data carry object masks, the fraction of each map's
+    mass inside the object, ``val/heatmap_mass_in_mask/<v>`` (over the whole evaluation set).
+
+    Args:
+        kind: ``"cmi"`` (``I(x; v | other variables)``, default) or ``"mi"``.
+        n_images: rows shown in the figure.
+        n_draws: ``(alpha, eps)`` draws per item.
+    """
+
+    def __init__(self, every_n_steps: int = 500, n_eval: int = 64, n_images: int = 6, n_draws: int = 32,
+                 kind: Literal["cmi", "mi"] = "cmi", seed: int = 0, variables: Sequence[str] | None = None) -> None:
+        super().__init__(every_n_steps, n_eval, seed)
+        if kind not in ("cmi", "mi"):
+            raise ValueError(f"kind must be 'cmi' or 'mi', got {kind!r}")
+        self.kind, self.n_images, self.n_draws = kind, n_images, n_draws
+        self.variables = list(variables) if variables else None
+        self.last_mass: dict[str, float] = {}
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if self.variables is None:
+            self.variables = list(pl_module.condition_spec)
+        if len(pl_module.input_shape) != 3:
+            raise ValueError(f"InfoHeatmapCallback needs image data (C, H, W), the model takes {pl_module.input_shape}")
+
+    def _maps(self, denoiser, batch: EvalBatch, cond=None) -> dict:  # noqa: ANN001
+        kind = self.kind if len(self.variables) > 1 else "mi"
+        est = information_estimates(denoiser, batch, self.variables, reduction="pixel", n_draws=self.n_draws,
+                                    seed=self.seed, cond=cond)
+        return {v: est[f"{kind}/{v}"].value for v in self.variables}
+
+    @override
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch, final: bool) -> None:
+        maps = self._maps(pl_module, batch)
+        gt = trainer.datamodule.ground_truth() if hasattr(trainer.datamodule, "ground_truth") else None
+        oracle_maps = None
+        if gt is not None and gt.oracle is not None and batch.oracle_cond:
+            oracle_cond = {k: v.to(batch.x.device) for k, v in batch.oracle_cond.items() if k in self.variables}
+            oracle_maps = self._maps(gt.oracle, batch, cond=oracle_cond)
+        metrics = {}
+        if batch.masks is not None:
+            obj = batch.masks.any(dim=1).to(batch.x.device)  # (B, H, W): every object of the image
+            for v, m in maps.items():
+                self.last_mass[v] = float(gather_cat(trainer, mass_in_mask(m, obj)).mean())
+                metrics[f"val/heatmap_mass_in_mask/{v}"] = self.last_mass[v]
+                if oracle_maps is not None:
+                    metrics[f"val/heatmap_mass_in_mask_oracle/{v}"] = float(
+                        gather_cat(trainer, mass_in_mask(oracle_maps[v], obj)).mean())
+        self.log_scalars(trainer, metrics)
+        k = min(self.n_images, batch.x.shape[0])
+        fig = plot_info_heatmaps(
+            batch.x[:k].cpu(), {v: m[:k].cpu() for v, m in maps.items()},
+            oracle_maps={v: m[:k].cpu() for v, m in oracle_maps.items()} if oracle_maps else None,
+            masks=batch.masks[:k].any(dim=1).cpu() if batch.masks is not None else None,
+            titles=batch.captions[:k] if batch.captions else None,
+        )
+        self.log_figure(trainer, f"val/heatmap/{self.kind}", fig)

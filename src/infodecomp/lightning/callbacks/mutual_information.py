@@ -1,0 +1,88 @@
+"""``MutualInformationCallback``: MI and CMI of each conditioning variable during training."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+from typing_extensions import override
+
+from infodecomp.evaluation import EvalBatch, information_estimates, summarise
+from infodecomp.lightning.callbacks.base import EvaluationCallback, gather_cat
+from infodecomp.plotting import plot_information_bars
+
+
+class MutualInformationCallback(EvaluationCallback):
+    """Log ``I(x; v)`` and ``I(x; v | other variables)`` for each conditioning variable ``v``.
+
+    Keys: ``val/mi/<v>``, ``val/mi_se/<v>``, ``val/cmi/<v>``, ``val/cmi_se/<v>``, ``val/info_nfe``;
+    with ground truth from the data module also ``val/mi_true/<v>``, ``val/mi_abs_error/<v>`` and
+    ``val/mi_oracle/<v>`` (the exact oracle on the same draws, which separates model error from
+    Monte-Carlo error), likewise for ``cmi``. At the end of training the table goes to the W&B
+    run summary and to ``<run>/tables``.
+
+    Args:
+        variables: which conditioning variables (default: all the model takes).
+        n_draws: ``(alpha, eps)`` draws per item.
+    """
+
+    def __init__(self, every_n_steps: int = 250, n_eval: int = 256, n_draws: int = 32, seed: int = 0,
+                 variables: Sequence[str] | None = None) -> None:
+        super().__init__(every_n_steps, n_eval, seed)
+        if n_draws < 4:
+            raise ValueError(f"n_draws must be >= 4, got {n_draws}")
+        self.n_draws, self.variables = n_draws, list(variables) if variables else None
+        self.final_rows: list[dict] = []
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        spec = pl_module.condition_spec
+        if self.variables is None:
+            self.variables = list(spec)
+        unknown = [v for v in self.variables if v not in spec]
+        if unknown or not self.variables:
+            raise ValueError(f"MutualInformationCallback variables {unknown or '[]'} are not model conditions {sorted(spec)}")
+
+    @override
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch, final: bool) -> None:
+        est = information_estimates(pl_module, batch, self.variables, n_draws=self.n_draws, seed=self.seed)
+        per_sample = {k: gather_cat(trainer, e.value) for k, e in est.items()}
+        gt = trainer.datamodule.ground_truth() if hasattr(trainer.datamodule, "ground_truth") else None
+        oracle = None
+        if gt is not None and gt.oracle is not None and batch.oracle_cond:
+            oracle_cond = {k: v.to(batch.x.device) for k, v in batch.oracle_cond.items() if k in self.variables}
+            oracle_est = information_estimates(gt.oracle, batch, self.variables, n_draws=self.n_draws,
+                                               seed=self.seed, cond=oracle_cond)
+            oracle = {k: gather_cat(trainer, e.value) for k, e in oracle_est.items()}
+        first = next(iter(est.values()))
+        rows = summarise(per_sample, first.nfe, truth=gt, oracle=oracle,
+                         logsnr_range=(first.logsnr_range.low, first.logsnr_range.high))
+        metrics = {"val/info_nfe": first.nfe}
+        for r in rows:
+            metrics[f"val/{r.kind}/{r.variable}"] = r.estimate
+            metrics[f"val/{r.kind}_se/{r.variable}"] = r.se
+            metrics[f"val/{r.kind}_true/{r.variable}"] = r.truth
+            metrics[f"val/{r.kind}_abs_error/{r.variable}"] = r.abs_error
+            metrics[f"val/{r.kind}_oracle/{r.variable}"] = r.oracle_estimate
+        self.log_scalars(trainer, metrics)
+        table = [r.to_dict() for r in rows]
+        self.log_table(trainer, "val/information_table", list(table[0]),
+                       [[v if not isinstance(v, tuple) else list(v) for v in t.values()] for t in table])
+        self.log_figure(trainer, "val/information", plot_information_bars(table, title=f"step {trainer.global_step}"))
+        if final:
+            self.final_rows = table
+            self._summary(trainer, table)
+
+    @staticmethod
+    def _summary(trainer: pl.Trainer, table: list[dict]) -> None:
+        if not trainer.is_global_zero:
+            return
+        from pytorch_lightning.loggers import WandbLogger
+
+        for lg in trainer.loggers:
+            if isinstance(lg, WandbLogger):
+                for r in table:
+                    lg.experiment.summary[f"final/{r['name']}"] = r["estimate"]
+                    if r.get("truth") is not None:
+                        lg.experiment.summary[f"final/{r['name']}_true"] = r["truth"]

@@ -1,0 +1,325 @@
+"""LightningDataModules. Batches are dicts: ``x`` (data), ``cond`` (model conditions), and where
+available ``captions``, ``labels`` and ``masks`` (kept for evaluation).
+
+Data modules that know their ground truth expose it through :meth:`ground_truth`: the exact
+MI (and CMI) of each conditioning variable and, where one exists, the exact oracle denoiser,
+which takes the same conditions as the trained model.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import pickle
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from infodecomp.interface import Denoiser
+from infodecomp.tasks.images import DigitsWorld, ShapesWorld, TwoObjectShapesWorld
+from infodecomp.tasks.vector import ConditionalTask, get_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GroundTruth:
+    """What a data module knows exactly.
+
+    Attributes:
+        mutual_information: ``{variable: I(x; variable)}`` in nats.
+        conditional_mutual_information: ``{variable: I(x; variable | all other variables)}``.
+        oracle: exact denoiser taking the model's conditions, or ``None``.
+        standard_errors: Monte-Carlo SEs of the values above, where they are estimates.
+    """
+
+    mutual_information: dict[str, float] = field(default_factory=dict)
+    conditional_mutual_information: dict[str, float] = field(default_factory=dict)
+    oracle: Denoiser | None = None
+    standard_errors: dict[str, float] = field(default_factory=dict)
+
+
+class DictDataset(Dataset):
+    """Rows of tensors (and optional captions) returned as dicts."""
+
+    def __init__(self, x: Tensor, cond: Mapping[str, Tensor] | None = None, extras: Mapping[str, Tensor] | None = None,
+                 captions: Sequence[str] | None = None) -> None:
+        self.x, self.cond, self.extras = x, dict(cond or {}), dict(extras or {})
+        self.captions = list(captions) if captions is not None else None
+        for name, t in {**self.cond, **self.extras}.items():
+            if len(t) != len(x):
+                raise ValueError(f"{name!r} has {len(t)} rows, x has {len(x)}")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"x": self.x[i], "cond": {k: v[i] for k, v in self.cond.items()}}
+        item.update({k: v[i] for k, v in self.extras.items()})
+        if self.captions is not None:
+            item["captions"] = self.captions[i]
+        return item
+
+
+class _BaseDataModule(pl.LightningDataModule):
+    def __init__(self, batch_size: int, num_workers: int, seed: int) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    def _loader(self, ds: Dataset | None, shuffle: bool) -> DataLoader:
+        if ds is None:
+            raise ValueError(f"{type(self).__name__}.setup() has not been called")
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          generator=gen if shuffle else None, drop_last=shuffle and len(ds) > self.batch_size,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def ground_truth(self) -> GroundTruth | None:
+        return None
+
+
+class VectorTaskDataModule(_BaseDataModule):
+    """A vector task by id: ``x`` is modelled, ``y`` (and ``c`` for CMI tasks) are conditions.
+
+    Args:
+        task: any id of ``python -m infodecomp.tasks --list``.
+        n_train, n_val: samples drawn once (fixed seed) for training and validation.
+    """
+
+    def __init__(self, task: str = "1v1-normal-0.75", n_train: int = 20000, n_val: int = 2000,
+                 batch_size: int = 256, num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__(batch_size, num_workers, seed)
+        self.task = get_task(task)
+        self.n_train, self.n_val = n_train, n_val
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.task.dim_x,)
+
+    @property
+    def condition_names(self) -> list[str]:
+        return ["y", "c"] if isinstance(self.task, ConditionalTask) else ["y"]
+
+    def _draw(self, n: int, seed: int) -> DictDataset:
+        parts = self.task.sample(n, seed=seed)
+        return DictDataset(parts[0], dict(zip(self.condition_names, parts[1:], strict=True)))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = self._draw(self.n_train, self.seed)
+            self.val_set = self._draw(self.n_val, self.seed + 1)
+
+    def ground_truth(self) -> GroundTruth:
+        if isinstance(self.task, ConditionalTask):
+            gt = GroundTruth({"y": self.task.mutual_information}, {"y": self.task.conditional_mutual_information})
+        else:
+            gt = GroundTruth({"y": self.task.mutual_information})
+        if self.task.is_gaussian:
+            gt.oracle = self.task.oracle()
+        return gt
+
+
+class _WorldDataModule(_BaseDataModule):
+    """Training data drawn from an exactly known image world (a Gaussian mixture)."""
+
+    world: ShapesWorld | TwoObjectShapesWorld | DigitsWorld
+    text: bool = False
+
+    def __init__(self, n_train: int, n_val: int, batch_size: int, num_workers: int, seed: int,
+                 truth_samples: int = 20000) -> None:
+        super().__init__(batch_size, num_workers, seed)
+        self.n_train, self.n_val, self.truth_samples = n_train, n_val, truth_samples
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.world.image_shape
+
+    @property
+    def condition_names(self) -> list[str]:
+        return ["text"] if self.text else list(self.world.attributes)
+
+    @property
+    def vocabulary(self) -> list[str]:
+        return sorted({w for c in self.world.captions for w in c.split()})
+
+    def _draw(self, n: int, seed: int) -> DictDataset:
+        b = self.world.sample(n, seed=seed)
+        labels = {k: v for k, v in b.labels.items() if k in self.world.attributes}
+        extras = {"masks": b.masks, "component": b.labels["component"]}
+        if self.text:
+            return DictDataset(b.x, {}, {**extras, **{f"label/{k}": v for k, v in labels.items()}}, b.captions)
+        return DictDataset(b.x, labels, extras, b.captions)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = self._draw(self.n_train, self.seed)
+            self.val_set = self._draw(self.n_val, self.seed + 1)
+
+    @cached_property
+    def _truth(self) -> GroundTruth:
+        gt = GroundTruth(oracle=None if self.text else self.world.oracle())
+        attrs = list(self.world.attributes)
+        for a in attrs:
+            mi = self.world.mutual_information(a, n=self.truth_samples, seed=self.seed)
+            gt.mutual_information[a] = mi.item()
+            gt.standard_errors[f"mi/{a}"] = float(mi.se)
+            if len(attrs) > 1:
+                others = tuple(b for b in attrs if b != a)
+                cmi = self.world.mutual_information(a, given=others, n=self.truth_samples, seed=self.seed)
+                gt.conditional_mutual_information[a] = cmi.item()
+                gt.standard_errors[f"cmi/{a}"] = float(cmi.se)
+        return gt
+
+    def ground_truth(self) -> GroundTruth:
+        """Exact information per attribute (Monte Carlo with exact posteriors; computed once)."""
+        return self._truth
+
+
+class ShapesDataModule(_WorldDataModule):
+    """The shapes world: attribute labels (``captions=False``) or two-object captioned scenes.
+
+    Args:
+        size: image side (16 or 32 are the presets).
+        sigma: pixel noise of the world (its exact information depends on it).
+        grid, shapes, colours, sizes: one-object world attributes.
+        captions: use the two-object world with captions ("a red circle left of a blue square").
+    """
+
+    def __init__(self, size: int = 16, sigma: float = 0.1, grid: int = 2,
+                 shapes: Sequence[str] = ("circle", "square", "triangle"),
+                 colours: Sequence[str] = ("red", "green", "blue"), sizes: Sequence[str] | None = None,
+                 captions: bool = False, n_train: int = 20000, n_val: int = 1000, batch_size: int = 64,
+                 num_workers: int = 0, seed: int = 0, truth_samples: int = 20000) -> None:
+        super().__init__(n_train, n_val, batch_size, num_workers, seed, truth_samples)
+        self.text = captions
+        if captions:
+            self.world = TwoObjectShapesWorld(size=size, shapes=shapes, colours=colours, sigma=sigma)
+        else:
+            self.world = ShapesWorld(size=size, shapes=shapes, colours=colours, grid=grid, sizes=sizes, sigma=sigma)
+
+
+class DigitsDataModule(_WorldDataModule):
+    """scikit-learn's digits blurred by ``sigma`` (the smoothed empirical distribution), labelled."""
+
+    def __init__(self, size: int = 8, sigma: float = 0.1, n_train: int = 20000, n_val: int = 1000,
+                 batch_size: int = 64, num_workers: int = 0, seed: int = 0, truth_samples: int = 5000) -> None:
+        super().__init__(n_train, n_val, batch_size, num_workers, seed, truth_samples)
+        self.world = DigitsWorld(size=size, sigma=sigma)
+
+
+class CIFAR10DataModule(_BaseDataModule):
+    """CIFAR-10 from a local folder in its standard format (``cifar-10-batches-py``), labelled.
+
+    ``download`` is off by default: nothing is fetched unless asked for. Pixels map to ``[-1, 1]``.
+    """
+
+    def __init__(self, root: str = "data/cifar10", download: bool = False, n_val: int = 1000,
+                 batch_size: int = 64, num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__(batch_size, num_workers, seed)
+        self.root, self.download, self.n_val = Path(root), download, n_val
+
+    input_shape = (3, 32, 32)
+    condition_names = ["label"]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        try:
+            ds = _local_cifar10()(str(self.root), train=True, download=self.download)
+        except RuntimeError as err:
+            raise ValueError(
+                f"CIFAR-10 not found under {self.root} (expected {self.root / 'cifar-10-batches-py'}); "
+                "put the standard python-format batches there or pass --data.init_args.download true"
+            ) from err
+        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (N, 3, 32, 32)
+        y = torch.tensor(ds.targets, dtype=torch.long)
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))
+        val, train = perm[: self.n_val], perm[self.n_val :]
+        self.train_set = DictDataset(x[train], {"label": y[train]})
+        self.val_set = DictDataset(x[val], {"label": y[val]})
+
+
+def _local_cifar10() -> type:
+    """torchvision's CIFAR10 that accepts any files in the standard layout (md5 sums are only
+    checked when downloading), so subsets and test fixtures in the same format load too."""
+    from torchvision.datasets import CIFAR10
+
+    class LocalCIFAR10(CIFAR10):
+        def _check_integrity(self) -> bool:
+            base = Path(self.root) / self.base_folder
+            return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
+
+        def _load_meta(self) -> None:
+            path = Path(self.root) / self.base_folder / self.meta["filename"]
+            if not path.is_file():
+                raise RuntimeError(f"CIFAR-10 metadata file not found: {path}")
+            with path.open("rb") as f:
+                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+    return LocalCIFAR10
+
+
+class CaptionFolderDataModule(_BaseDataModule):
+    """A folder of images with a CSV of captions (columns ``file,caption``), for text models."""
+
+    def __init__(self, root: str, captions_csv: str = "captions.csv", image_size: int = 32, n_val: int = 16,
+                 batch_size: int = 32, num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__(batch_size, num_workers, seed)
+        self.root, self.image_size, self.n_val = Path(root), image_size, n_val
+        self.csv_path = self.root / captions_csv
+        if not self.csv_path.is_file():
+            raise ValueError(f"captions file not found: {self.csv_path}")
+        with self.csv_path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or not {"file", "caption"} <= set(rows[0]):
+            raise ValueError(f"{self.csv_path} must have a header with columns 'file' and 'caption'")
+        self.rows = rows
+
+    condition_names = ["text"]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (3, self.image_size, self.image_size)
+
+    @property
+    def vocabulary(self) -> list[str]:
+        return sorted({w for r in self.rows for w in r["caption"].split()})
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        from PIL import Image, UnidentifiedImageError
+
+        images = []
+        for r in self.rows:
+            path = self.root / r["file"]
+            try:
+                with Image.open(path) as img:
+                    img = img.convert("RGB").resize((self.image_size, self.image_size), Image.BICUBIC)
+                    images.append(torch.from_numpy(np.asarray(img).copy()))
+            except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+                raise ValueError(f"cannot read image {path} listed in {self.csv_path}: {err}") from err
+        x = torch.stack(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        captions = [r["caption"] for r in self.rows]
+        n_val = min(self.n_val, len(x) // 2)
+        self.train_set = DictDataset(x[n_val:], captions=captions[n_val:])
+        self.val_set = DictDataset(x[:n_val], captions=captions[:n_val])

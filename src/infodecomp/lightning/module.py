@@ -1,0 +1,220 @@
+"""``DiffusionModule``: one LightningModule for vectors, labelled images and captioned images.
+
+It trains noise prediction with log-SNRs drawn from a truncated logistic, drops each
+conditioning variable independently (so one network gives ``eps_hat(z|y,c)``, ``eps_hat(z|c)``
+and ``eps_hat(z)``), keeps an EMA copy of the weights, and *is* a denoiser: calling the module
+as ``module(z, logsnr, cond)`` runs the EMA network, so every estimator in infodecomp works on
+it unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from infodecomp.diffusion.channel import add_noise
+from infodecomp.diffusion.proposals import TruncatedLogistic
+from infodecomp.models.backbones import Backbone, build_backbone, describe
+from infodecomp.models.conditioning import batch_conditions, complete_condition, drop_conditions
+
+log = logging.getLogger(__name__)
+Loss = Literal["information", "eps_mse"]
+
+
+class DiffusionModule(pl.LightningModule):
+    """Train a conditional diffusion model whose denoiser infodecomp can read.
+
+    Args:
+        backbone: the network (see :mod:`infodecomp.models`).
+        loss: ``"eps_mse"`` (mean squared noise error at log-SNRs drawn from the proposal) or
+            ``"information"`` (the same error weighted by ``1 / q(alpha)``: a Monte-Carlo estimate
+            of the likelihood bound's integral, rescaled by the range width to stay O(1)).
+        logsnr_loc, logsnr_scale, logsnr_clip: the truncated-logistic training proposal.
+        cond_dropout: probability that each conditioning variable of each example is replaced
+            by its null during training.
+        word_dropout: probability that each word of a caption is removed (text backbones).
+        ema_decay: decay of the exponential moving average used for evaluation.
+        lr, weight_decay, betas: AdamW settings.
+        warmup_steps: linear warm-up, then cosine decay to ``min_lr_ratio * lr`` over training.
+        compile: ``torch.compile`` the backbone at fit start.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        loss: Loss = "eps_mse",
+        logsnr_loc: float = 0.0,
+        logsnr_scale: float = 2.0,
+        logsnr_clip: float = 6.0,
+        cond_dropout: float = 0.2,
+        word_dropout: float = 0.15,
+        ema_decay: float = 0.999,
+        lr: float = 2e-3,
+        weight_decay: float = 0.0,
+        betas: Sequence[float] = (0.9, 0.99),
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.05,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        if loss not in ("information", "eps_mse"):
+            raise ValueError(f"loss must be 'information' or 'eps_mse', got {loss!r}")
+        for name, p in (("cond_dropout", cond_dropout), ("word_dropout", word_dropout)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {p}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        if not isinstance(backbone, Backbone):
+            raise ValueError(f"backbone must be an infodecomp Backbone, got {type(backbone).__name__}")
+        self.save_hyperparameters(ignore=["backbone"])
+        self.hparams["backbone"] = backbone.config
+        self.backbone = backbone
+        self.ema = AveragedModel(backbone, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        self.ema.requires_grad_(False)
+        self.proposal = TruncatedLogistic(logsnr_loc, logsnr_scale, logsnr_clip)
+        self._dropout_gen = torch.Generator()
+
+    # ---- the denoiser -------------------------------------------------------------------------
+    @property
+    def condition_spec(self) -> dict:
+        return self.backbone.condition_spec
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.backbone.input_shape)
+
+    def _complete(self, cond: Mapping[str, Tensor] | None, batch: int, device: torch.device) -> dict[str, Tensor]:
+        return complete_condition(cond, self.condition_spec, batch, device, self.backbone.pad_id)
+
+    def forward(self, z: Tensor, logsnr: Tensor, cond: Mapping[str, Tensor] | None = None, *, ema: bool = True) -> Tensor:
+        """``eps_hat(z, logsnr | cond)``; ``cond=None`` (or a missing name) is the null condition."""
+        net = self.ema.module if ema else self.backbone
+        return net(z, logsnr, self._complete(cond, z.shape[0], z.device))
+
+    def batch_conditions(self, conds: Sequence[Mapping[str, Tensor] | None], sizes: Sequence[int]) -> dict[str, Tensor]:
+        """Merge conditions for one batched forward (the estimators' condition-batching hook)."""
+        return batch_conditions(conds, sizes, self.condition_spec, self.device, self.backbone.pad_id)
+
+    def condition_for(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """The model condition of a data batch (captions are tokenized by text backbones)."""
+        return self.backbone.prepare_condition(batch)
+
+    # ---- training -----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        shape = getattr(dm, "input_shape", None)
+        if shape is not None and tuple(shape) != self.input_shape:
+            raise ValueError(
+                f"data and model disagree on the input shape: the data gives {tuple(shape)}, "
+                f"the model ({describe(self.backbone)}) expects {self.input_shape}"
+            )
+        names = getattr(dm, "condition_names", None)
+        if names is not None:
+            unused = sorted(set(names) - set(self.condition_spec))
+            if unused:  # e.g. fine-tuning an unconditional pretrained UNet on labelled data
+                log.warning("the model ignores the data's conditions %s (it takes %s)", unused, sorted(self.condition_spec))
+        if self.hparams.compile and stage == "fit":
+            self.backbone = torch.compile(self.backbone)
+
+    def _loss(self, batch: Mapping[str, Any], train: bool, net: torch.nn.Module | None = None) -> Tensor:
+        x0 = batch["x"]
+        n = x0.shape[0]
+        cond = {k: v for k, v in self.condition_for(batch).items() if k in self.condition_spec}
+        if train:
+            cond = drop_conditions(
+                cond, self.condition_spec, self.hparams.cond_dropout, self._dropout_gen,
+                word_p=self.hparams.word_dropout, pad_id=self.backbone.pad_id, special_ids=self.backbone.special_ids,
+            )
+        u = torch.rand(n, device=x0.device, dtype=torch.float64)
+        logsnr64 = self.proposal.icdf(u)
+        logsnr = logsnr64.to(x0.dtype)
+        eps = torch.randn_like(x0)
+        z = add_noise(x0, logsnr, eps)
+        net = self.backbone if net is None else net
+        eps_hat = net(z, logsnr, self._complete(cond, n, x0.device))
+        per_sample = (eps - eps_hat).float().square().flatten(1).mean(1)
+        if self.hparams.loss == "information":
+            width = self.proposal.range.high - self.proposal.range.low
+            weight = torch.exp(-self.proposal.log_prob(logsnr64)).float() / width
+            return (weight * per_sample).mean()
+        return per_sample.mean()
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        loss = self._loss(batch, train=True)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at step {self.global_step} (batch {batch_idx}); "
+                "stopping. Lower the learning rate or check the data for NaN/inf."
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["x"].shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.ema.update_parameters(self.backbone)
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        torch.manual_seed(batch_idx)  # same noise every validation: comparable losses
+        loss = self._loss(batch, train=False, net=self.ema.module)
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch["x"].shape[0], sync_dist=True)
+        return loss
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.backbone.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas))
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = min(hp.warmup_steps, max(total - 1, 0))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(total - warmup, 1))
+            return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_fit_start(self) -> None:
+        if self.trainer.is_global_zero:
+            log.info("training %s", describe(self.backbone))
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint file and check that ``DiffusionModule`` wrote it; ``ValueError`` otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hparams, dict) or "backbone" not in hparams or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not an infodecomp DiffusionModule checkpoint (no backbone config in it)")
+    return ckpt
+
+
+def load_module(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> DiffusionModule:
+    """Rebuild a :class:`DiffusionModule` from a checkpoint alone (backbone, EMA, hyperparameters).
+
+    Raises ``ValueError`` with one clear sentence for a missing or unreadable file, or for a
+    checkpoint that was not written by infodecomp's ``DiffusionModule``.
+    """
+    path = Path(checkpoint)
+    ckpt = read_checkpoint(path, map_location)
+    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}  # drop CLI bookkeeping
+    backbone = build_backbone(hparams.pop("backbone"))
+    module = DiffusionModule(backbone, **hparams)
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(f"{path} does not match the model it describes: {err}") from err
+    module.eval()
+    return module

@@ -1,0 +1,327 @@
+"""Denoising networks: ``eps_hat = backbone(z, logsnr, cond)`` with a declared condition spec.
+
+Every backbone records the arguments it was built with (``init_args``) so that a checkpoint
+alone rebuilds it, and declares ``condition_spec``: ``{name: (kind, width)}`` with kinds as in
+:mod:`infodecomp.models.conditioning`. ``cond`` passed to ``forward`` is always complete (every
+name present, "not given" encoded by the kind's null value).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from infodecomp.models.conditioning import Kind
+from infodecomp.models.embeddings import FourierLogSNREmbedding, logsnr_to_time
+
+
+class Backbone(nn.Module):
+    """Base class: subclasses set ``input_shape``, ``condition_spec`` and ``init_args``."""
+
+    input_shape: tuple[int, ...]
+    condition_spec: dict[str, tuple[Kind, int]]
+    init_args: dict[str, Any]
+    pad_id: int = 0
+    special_ids: tuple[int, ...] = ()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        cls = type(self)
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(self.init_args)}
+
+    def prepare_condition(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """The model condition for a data batch (labels/vectors as given; text backbones tokenize)."""
+        return dict(batch.get("cond") or {})
+
+
+def build_backbone(config: Mapping[str, Any]) -> Backbone:
+    """Rebuild a backbone from its ``config`` (``{"class_path": ..., "init_args": ...}``)."""
+    try:
+        module_name, _, cls_name = config["class_path"].rpartition(".")
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (KeyError, ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"cannot rebuild backbone from {config!r}: {err}") from err
+    if not (isinstance(cls, type) and issubclass(cls, Backbone)):
+        raise ValueError(f"{config['class_path']} is not an infodecomp Backbone")
+    return cls(**config.get("init_args", {}))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, width: int, emb: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, width)
+        self.emb = nn.Linear(emb, width)
+        self.fc2 = nn.Linear(width, width)
+
+    def forward(self, h: Tensor, e: Tensor) -> Tensor:
+        out = self.fc1(nn.functional.silu(self.norm(h))) + self.emb(e)
+        return h + self.fc2(nn.functional.silu(out))
+
+
+class MLPBackbone(Backbone):
+    """Residual MLP for vector data, conditioned on vectors (and/or labels) and log-SNR.
+
+    Args:
+        dim: dimension of ``x``.
+        vector_conditions: ``{name: width}`` of continuous conditions (e.g. ``{"y": 5}``).
+        label_conditions: ``{name: number of values}`` of discrete conditions.
+        hidden, depth, embed: width, number of residual blocks, embedding size.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        vector_conditions: Mapping[str, int] | None = None,
+        label_conditions: Mapping[str, int] | None = None,
+        hidden: int = 256,
+        depth: int = 4,
+        embed: int = 128,
+    ) -> None:
+        super().__init__()
+        vector_conditions = dict(vector_conditions or {})
+        label_conditions = dict(label_conditions or {})
+        self.init_args = {"dim": dim, "vector_conditions": vector_conditions, "label_conditions": label_conditions,
+                          "hidden": hidden, "depth": depth, "embed": embed}
+        self.input_shape = (dim,)
+        self.condition_spec = {k: ("vector", w) for k, w in vector_conditions.items()}
+        self.condition_spec.update({k: ("label", n) for k, n in label_conditions.items()})
+        self.time = FourierLogSNREmbedding(embed)
+        self.vec_proj = nn.ModuleDict({k: nn.Linear(w, embed) for k, w in vector_conditions.items()})
+        self.vec_null = nn.ParameterDict({k: nn.Parameter(torch.zeros(embed)) for k in vector_conditions})
+        self.labels = nn.ModuleDict({k: nn.Embedding(n + 1, embed) for k, n in label_conditions.items()})
+        self.inp = nn.Linear(dim, hidden)
+        self.blocks = nn.ModuleList(_ResidualBlock(hidden, embed) for _ in range(depth))
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, z: Tensor, logsnr: Tensor, cond: Mapping[str, Tensor]) -> Tensor:
+        e = self.time(logsnr)  # (B, embed)
+        for name, proj in self.vec_proj.items():
+            v = cond[name]
+            missing = torch.isnan(v).any(dim=1, keepdim=True)  # (B, 1)
+            e = e + torch.where(missing, self.vec_null[name].expand_as(e), proj(torch.nan_to_num(v)))
+        for name, table in self.labels.items():
+            lab = cond[name]
+            e = e + table(torch.where(lab < 0, torch.full_like(lab, table.num_embeddings - 1), lab))
+        h = self.inp(z.reshape(z.shape[0], -1))
+        for block in self.blocks:
+            h = block(h, e)
+        return self.out(h).reshape(z.shape)
+
+
+def _down_up_blocks(levels: int, attention: bool, cross: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if cross:
+        down = ("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",)
+        up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1)
+    elif attention:
+        down = ("DownBlock2D",) * (levels - 1) + ("AttnDownBlock2D",)
+        up = ("AttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1)
+    else:
+        down, up = ("DownBlock2D",) * levels, ("UpBlock2D",) * levels
+    return down, up
+
+
+class LabelledUNet(Backbone):
+    """diffusers ``UNet2DModel`` conditioned on discrete attributes.
+
+    Each attribute has an embedding table with one extra row for "not given"; the sum of the
+    attribute embeddings enters the UNet as its class embedding (``class_embed_type="identity"``).
+
+    Args:
+        image_size, channels: the image shape ``(channels, image_size, image_size)``.
+        attributes: ``{name: number of values}``, e.g. ``{"shape": 3, "colour": 3, "position": 4}``.
+        block_out_channels: channels per resolution level.
+        layers_per_block: ResNet layers per level.
+        attention: use self-attention at the lowest resolution.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 16,
+        channels: int = 3,
+        attributes: Mapping[str, int] | None = None,
+        block_out_channels: Sequence[int] = (32, 64),
+        layers_per_block: int = 1,
+        attention: bool = False,
+        norm_num_groups: int = 8,
+    ) -> None:
+        super().__init__()
+        from diffusers import UNet2DModel
+
+        attributes = dict(attributes or {})
+        block_out_channels = tuple(int(c) for c in block_out_channels)
+        self.init_args = {"image_size": image_size, "channels": channels, "attributes": attributes,
+                          "block_out_channels": list(block_out_channels), "layers_per_block": layers_per_block,
+                          "attention": attention, "norm_num_groups": norm_num_groups}
+        self.input_shape = (channels, image_size, image_size)
+        self.condition_spec = {k: ("label", n) for k, n in attributes.items()}
+        down, up = _down_up_blocks(len(block_out_channels), attention, cross=False)
+        self.unet = UNet2DModel(
+            sample_size=image_size, in_channels=channels, out_channels=channels,
+            block_out_channels=block_out_channels, down_block_types=down, up_block_types=up,
+            layers_per_block=layers_per_block, class_embed_type="identity" if attributes else None,
+            norm_num_groups=norm_num_groups,
+        )
+        temb = block_out_channels[0] * 4
+        self.labels = nn.ModuleDict({k: nn.Embedding(n + 1, temb) for k, n in attributes.items()})
+        for table in self.labels.values():
+            nn.init.normal_(table.weight, std=0.02)
+
+    def forward(self, z: Tensor, logsnr: Tensor, cond: Mapping[str, Tensor]) -> Tensor:
+        class_emb = None
+        for name, table in self.labels.items():
+            lab = cond[name]
+            e = table(torch.where(lab < 0, torch.full_like(lab, table.num_embeddings - 1), lab))
+            class_emb = e if class_emb is None else class_emb + e
+        t = logsnr_to_time(logsnr).to(z.dtype)
+        return self.unet(z, t, class_labels=class_emb).sample
+
+
+class WordTokenizer:
+    """A word-level tokenizer built from a caption vocabulary (no download).
+
+    Wraps ``tokenizers``' ``WordLevel`` model in a transformers ``PreTrainedTokenizerFast`` so it
+    saves and loads with ``save_pretrained`` / ``from_pretrained``. Ids: ``[PAD]=0``, ``[UNK]=1``,
+    ``[BOS]=2``, ``[EOS]=3``, then the vocabulary in the given order.
+    """
+
+    SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
+
+    def __init__(self, vocabulary: Sequence[str], max_words: int = 12) -> None:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        words = [w for w in dict.fromkeys(vocabulary) if w not in self.SPECIALS]
+        vocab = {tok: i for i, tok in enumerate(list(self.SPECIALS) + words)}
+        core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+        core.pre_tokenizer = pre_tokenizers.Whitespace()
+        self.tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]",
+        )
+        self.vocabulary = words
+        self.max_words = max_words
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.SPECIALS) + len(self.vocabulary)
+
+    def encode(self, captions: Sequence[str], *, strict: bool = True) -> Tensor:
+        """Word ids ``(B, max_words)`` (no BOS/EOS), padded with 0.
+
+        Raises ``ValueError`` for unknown words (``strict``) or captions longer than ``max_words``.
+        """
+        rows = []
+        for caption in captions:
+            ids = self.tokenizer(caption, add_special_tokens=False)["input_ids"]
+            if strict and 1 in ids:
+                unknown = [w for w in caption.split() if w not in self.vocabulary]
+                raise ValueError(f"caption {caption!r} has words outside the model's vocabulary: {unknown}")
+            if len(ids) > self.max_words:
+                raise ValueError(f"caption {caption!r} has {len(ids)} words; this model takes at most {self.max_words}")
+            rows.append(ids + [0] * (self.max_words - len(ids)))
+        return torch.tensor(rows, dtype=torch.long).reshape(len(rows), self.max_words)
+
+    def decode(self, ids: Tensor) -> list[str]:
+        return [self.tokenizer.decode([i for i in row.tolist() if i >= len(self.SPECIALS)]) for row in ids]
+
+
+class TextConditionedUNet(Backbone):
+    """diffusers ``UNet2DConditionModel`` with a small transformers ``CLIPTextModel`` encoder.
+
+    The text encoder is trained from scratch together with the UNet on a word-level vocabulary.
+    Condition: ``{"text": (B, max_words)}`` word ids; the empty prompt (all padding) is the null.
+
+    Args:
+        image_size, channels: image shape.
+        vocabulary: the words that captions may use.
+        max_words: longest caption in words.
+        text_dim, text_layers, text_heads: text encoder size.
+        block_out_channels, layers_per_block, attention_head_dim: UNet size.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        channels: int = 3,
+        vocabulary: Sequence[str] = (),
+        max_words: int = 12,
+        text_dim: int = 64,
+        text_layers: int = 2,
+        text_heads: int = 4,
+        block_out_channels: Sequence[int] = (32, 64),
+        layers_per_block: int = 1,
+        attention_head_dim: int = 8,
+        norm_num_groups: int = 8,
+    ) -> None:
+        super().__init__()
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        if not vocabulary:
+            raise ValueError("TextConditionedUNet needs a non-empty vocabulary")
+        block_out_channels = tuple(int(c) for c in block_out_channels)
+        self.init_args = {"image_size": image_size, "channels": channels, "vocabulary": list(vocabulary),
+                          "max_words": max_words, "text_dim": text_dim, "text_layers": text_layers,
+                          "text_heads": text_heads, "block_out_channels": list(block_out_channels),
+                          "layers_per_block": layers_per_block, "attention_head_dim": attention_head_dim,
+                          "norm_num_groups": norm_num_groups}
+        self.words = WordTokenizer(vocabulary, max_words)
+        self.input_shape = (channels, image_size, image_size)
+        self.condition_spec = {"text": ("text", max_words)}
+        self.special_ids = (1, 2, 3)
+        self.text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=self.words.vocab_size, hidden_size=text_dim, intermediate_size=2 * text_dim,
+            num_hidden_layers=text_layers, num_attention_heads=text_heads, max_position_embeddings=max_words + 2,
+            pad_token_id=0, bos_token_id=2, eos_token_id=3,
+        ))
+        down, up = _down_up_blocks(len(block_out_channels), attention=False, cross=True)
+        self.unet = UNet2DConditionModel(
+            sample_size=image_size, in_channels=channels, out_channels=channels,
+            block_out_channels=block_out_channels, down_block_types=down, up_block_types=up,
+            layers_per_block=layers_per_block, cross_attention_dim=text_dim,
+            attention_head_dim=attention_head_dim, norm_num_groups=norm_num_groups,
+        )
+
+    def prepare_condition(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        if "captions" in batch:
+            return {"text": self.words.encode(batch["captions"]).to(batch["x"].device)}
+        return dict(batch.get("cond") or {})
+
+    def encode_text(self, words: Tensor) -> Tensor:
+        """Word ids ``(B, L)`` -> encoder states ``(B, L + 2, text_dim)`` with BOS/EOS added."""
+        batch, width = words.shape
+        lengths = (words != 0).sum(1)
+        ids = torch.zeros(batch, width + 2, dtype=torch.long, device=words.device)
+        ids[:, 0] = 2
+        ids[:, 1 : width + 1] = words
+        ids[torch.arange(batch, device=words.device), lengths + 1] = 3
+        mask = (torch.arange(width + 2, device=words.device)[None, :] <= lengths[:, None] + 1).long()
+        return self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    def forward(self, z: Tensor, logsnr: Tensor, cond: Mapping[str, Tensor]) -> Tensor:
+        states = self.encode_text(cond["text"]).to(z.dtype)
+        t = logsnr_to_time(logsnr).to(z.dtype)
+        return self.unet(z, t, encoder_hidden_states=states).sample
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def describe(backbone: Backbone) -> str:
+    return f"{type(backbone).__name__} ({count_parameters(backbone) / 1e6:.2f} M parameters, input {backbone.input_shape})"
+
+
+__all__ = [
+    "Backbone", "LabelledUNet", "MLPBackbone", "TextConditionedUNet", "WordTokenizer", "build_backbone",
+    "count_parameters", "describe",
+]

@@ -1,0 +1,160 @@
+"""Figures (matplotlib, Agg). Every function returns a ``Figure``; callers save or log it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+
+def to_image(x: Tensor) -> np.ndarray:
+    """``(C, H, W)`` in ``[-1, 1]`` -> ``(H, W, 3)`` or ``(H, W)`` in ``[0, 1]`` for imshow."""
+    img = ((x.detach().float().cpu() + 1) / 2).clamp(0, 1)
+    if img.ndim == 3 and img.shape[0] == 1:
+        return img[0].numpy()
+    if img.ndim == 3:
+        return img.permute(1, 2, 0).numpy()
+    return img.numpy()
+
+
+def plot_info_heatmaps(
+    images: Tensor,
+    maps: Mapping[str, Tensor],
+    *,
+    oracle_maps: Mapping[str, Tensor] | None = None,
+    masks: Tensor | None = None,
+    titles: Sequence[str] | None = None,
+    unit: str = "nats",
+) -> Figure:
+    """Rows of: the image | each variable's information map over it | the oracle's maps.
+
+    Args:
+        images: ``(B, C, H, W)`` in ``[-1, 1]``.
+        maps: ``{name: (B, H, W)}`` per-pixel information (e.g. CMI per attribute or per word).
+        oracle_maps: the same from an exact denoiser, shown after the model's.
+        masks: ``(B, H, W)`` object masks, outlined on the image.
+    """
+    names = list(maps)
+    cols = [("image", None)] + [(n, maps[n]) for n in names]
+    if oracle_maps:
+        cols += [(f"oracle {n}", oracle_maps[n]) for n in names if n in oracle_maps]
+    rows = images.shape[0]
+    fig, axes = plt.subplots(rows, len(cols), figsize=(1.7 * len(cols), 1.7 * rows + 0.4), squeeze=False)
+    for i in range(rows):
+        for j, (name, m) in enumerate(cols):
+            ax = axes[i, j]
+            ax.imshow(to_image(images[i]), cmap="gray" if images.shape[1] == 1 else None, interpolation="nearest")
+            if m is None:
+                if masks is not None:
+                    ax.contour(masks[i].float().numpy(), levels=[0.5], colors="white", linewidths=0.8)
+                if titles is not None:
+                    ax.set_xlabel(titles[i], fontsize=6)
+            else:
+                heat = m[i].detach().float().cpu().numpy()
+                ax.imshow(heat, cmap="inferno", alpha=0.75, interpolation="nearest", vmin=0, vmax=max(heat.max(), 1e-9))
+                ax.set_xlabel(f"{heat.sum():.2f} {unit}", fontsize=6)
+            if i == 0:
+                ax.set_title(name, fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def plot_mmse_curves(
+    logsnr: Tensor, curves: Mapping[str, Tensor], *, se: Mapping[str, Tensor] | None = None,
+    reference: Tensor | None = None, title: str = "MMSE vs log-SNR",
+) -> Figure:
+    """Noise-prediction MMSE per condition, with the Gaussian (linear) reference."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    a = logsnr.double().cpu().numpy()
+    for name, c in curves.items():
+        y = c.double().cpu().numpy()
+        ax.plot(a, y, label=name)
+        if se is not None and name in se:
+            e = se[name].double().cpu().numpy()
+            ax.fill_between(a, y - 2 * e, y + 2 * e, alpha=0.2)
+    if reference is not None:
+        ax.plot(a, reference.double().cpu().numpy(), "k--", lw=1, label="Gaussian reference")
+    ax.set_xlabel("log-SNR α")
+    ax.set_ylabel("E‖ε − ε̂‖²")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_information_bars(rows: Sequence[Mapping], *, title: str = "Information per variable") -> Figure:
+    """Estimates with 2-SE bars, the oracle's estimate and the exact value, per MI/CMI row."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 1.5), 3.5))
+    xs = np.arange(len(rows))
+    est = [r["estimate"] for r in rows]
+    err = [2 * r["se"] for r in rows]
+    ax.bar(xs, est, yerr=err, capsize=3, color="#6a5acd", alpha=0.8, label="model")
+    oracle = [(i, r["oracle_estimate"]) for i, r in enumerate(rows) if r.get("oracle_estimate") is not None]
+    if oracle:
+        ax.scatter(*zip(*oracle, strict=True), marker="o", color="orange", zorder=3, label="oracle (same draws)")
+    truth = [(i, r["truth"]) for i, r in enumerate(rows) if r.get("truth") is not None]
+    if truth:
+        ax.scatter(*zip(*truth, strict=True), marker="_", s=400, color="black", zorder=4, label="exact")
+    ax.set_xticks(xs, [r["name"] for r in rows], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("nats")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_metric_history(
+    steps: Mapping[str, Sequence[float]], values: Mapping[str, Sequence[float]], *,
+    truth: Mapping[str, float] | None = None, ylabel: str = "nats", title: str = "During training",
+) -> Figure:
+    """Curves of logged metrics against the training step, with dashed exact values."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for name, v in values.items():
+        line, = ax.plot(steps[name], v, marker="o", ms=3, label=name)
+        if truth and name in truth:
+            ax.axhline(truth[name], color=line.get_color(), ls="--", lw=1)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title + (" (dashed: exact)" if truth else ""))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sample_grid(samples: Tensor, row_titles: Sequence[str] | None = None, ncol: int = 8) -> Figure:
+    """``(R * ncol, C, H, W)`` samples in a grid, one row per condition."""
+    nrow = int(np.ceil(samples.shape[0] / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(1.1 * ncol, 1.1 * nrow + 0.2), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k < samples.shape[0]:
+            ax.imshow(to_image(samples[k]), cmap="gray" if samples.shape[1] == 1 else None, interpolation="nearest")
+        if k % ncol == 0 and row_titles is not None and k // ncol < len(row_titles):
+            ax.set_ylabel(row_titles[k // ncol], fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def figure_to_array(fig: Figure) -> np.ndarray:
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def close(fig: Figure) -> None:
+    plt.close(fig)
+
+
+__all__ = [
+    "close", "figure_to_array", "plot_info_heatmaps", "plot_information_bars", "plot_metric_history",
+    "plot_mmse_curves", "plot_sample_grid", "to_image",
+]
