@@ -9,7 +9,7 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: install test test-all demo bench lint clean
+.PHONY: install test test-all demo bench bench-quick lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,11 +24,18 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -m ''
 
+# Train the default experiment (shapes world, attribute labels) on the CPU, then analyse it.
 demo: $(STAMP)
+	$(PY) train.py
+	$(PY) analyze.py report outputs/runs/shapes
+
+bench-quick: $(STAMP)
 	$(PY) benchmarks/estimators.py --quick
 
 bench: $(STAMP)
 	$(PY) benchmarks/estimators.py --json outputs/benchmarks/estimators.json
+	$(PY) benchmarks/baselines.py --json outputs/benchmarks/baselines.json
+	$(PY) benchmarks/training.py --json outputs/benchmarks/training.json
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks

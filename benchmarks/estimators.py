@@ -38,25 +38,10 @@ from infodecomp.oracles import (
     exact_orthogonal_density,
 )
 from infodecomp.oracles.gaussian import _gauss_legendre
+from infodecomp.tasks import get_task
 
 # ---------------------------------------------------------------------------------------------
 # accuracy cases
-
-
-def _three_variable_gaussian() -> JointGaussian:
-    gen = torch.Generator().manual_seed(7)
-    factor = torch.randn(6, 6, generator=gen, dtype=torch.float64) * 0.6
-    return JointGaussian(factor @ factor.T + 0.5 * torch.eye(6, dtype=torch.float64), {"x": 2, "y": 2, "c": 2})
-
-
-def _mixture() -> GaussianMixtureOracle:
-    gen = torch.Generator().manual_seed(0)
-    m, d = 10, 64
-    base = torch.randn(d, d, generator=gen, dtype=torch.float64) / math.sqrt(d)
-    means = torch.randn(m, d, generator=gen, dtype=torch.float64) * 0.15
-    factors = base + torch.randn(m, d, d, generator=gen, dtype=torch.float64) / math.sqrt(d) * 0.3
-    covs = factors @ factors.transpose(1, 2) * 0.5 + 0.3 * torch.eye(d, dtype=torch.float64)
-    return GaussianMixtureOracle(means, covs, shape=(1, 8, 8))
 
 
 def accuracy_cases(quick: bool) -> list[dict]:
@@ -81,17 +66,18 @@ def accuracy_cases(quick: bool) -> list[dict]:
         for estimator in ("orthogonal", "standard"):
             est = mutual_information(g.denoiser("x"), s["x"], {"y": s["y"]}, estimator=estimator, n_draws=n_draws)
             add(name, g.mutual_information("x", "y"), est, estimator)
-    g = _three_variable_gaussian()
+    task = get_task("cmi-gaussian-2-2-2-1.0")
+    g = task.joint
     s = g.sample(n, seed=1)
     for estimator in ("orthogonal", "standard"):
         est = conditional_mutual_information(
             g.denoiser("x"), s["x"], {"y": s["y"], "c": s["c"]}, {"c": s["c"]}, estimator=estimator, n_draws=n_draws
         )
-        add("cmi/gaussian-2-2-2", g.mutual_information("x", "y", ("c",)), est, estimator)
+        add(f"cmi/{task.id}", g.mutual_information("x", "y", ("c",)), est, estimator)
     g = JointGaussian.dense(5, 5, 0.5)
     s = g.sample(n, seed=2)
     add("nll/dense-5", -g.log_prob("x", s["x"]).mean().item(), nll(g.denoiser("x"), s["x"], n_draws=64), "nll")
-    mix = _mixture()
+    mix = GaussianMixtureOracle.overlapping(shape=(1, 8, 8))
     truth = mix.mutual_information("label", n=20000 if quick else 100000, seed=1)
     x, labels = mix.sample(n, seed=2)
     for estimator in ("orthogonal", "standard"):

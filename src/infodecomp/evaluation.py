@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from infodecomp.diffusion.channel import gaussian_mmse
-from infodecomp.estimators import information_contrasts, mmse_curves, nll
+from infodecomp.estimators import Term, evaluate_curve, integrate, mmse_curves, nll
 from infodecomp.interface import Denoiser, Estimate
 
 
@@ -57,14 +57,38 @@ def information_conditions(cond: Mapping[str, Tensor], variables: Sequence[str])
 def information_estimates(
     denoiser: Denoiser, batch: EvalBatch, variables: Sequence[str], *, reduction: str = "sample",
     n_draws: int = 32, seed: int = 0, cond: Mapping[str, Tensor] | None = None, max_batch: int = 4096,
-    progress: bool = False,
+    progress: bool = False, estimators: Sequence[str] = ("orthogonal",),
 ) -> dict[str, Estimate]:
-    """``{"mi/<v>": Estimate, "cmi/<v>": Estimate}`` for each variable, all on shared draws."""
+    """``{"mi/<v>": Estimate, "cmi/<v>": Estimate}`` for each variable, all on shared draws.
+
+    With several ``estimators`` (e.g. ``("orthogonal", "standard")``) every one is computed on the
+    same draws in one pass; keys of estimators after the first get a ``@<estimator>`` suffix.
+    """
     conditions, contrasts = information_conditions(batch.cond if cond is None else cond, variables)
-    return information_contrasts(
-        denoiser, batch.x, conditions, contrasts, reduction=reduction, n_draws=n_draws, seed=seed,
+    terms = {}
+    for i, est in enumerate(estimators):
+        for name, (c, r) in contrasts.items():
+            terms[name if i == 0 else f"{name}@{est}"] = Term(est, c, r)
+    return integrate(
+        denoiser, batch.x, conditions, terms, reduction=reduction, n_draws=n_draws, seed=seed,
         sample_ids=batch.sample_ids, max_batch=max_batch, progress=progress,
     )
+
+
+def information_density(
+    denoiser: Denoiser, batch: EvalBatch, variables: Sequence[str], logsnr: Tensor, *, n_eps: int = 4, seed: int = 0,
+    cond: Mapping[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """``E||eps_hat(z | v) - eps_hat(z)||^2`` along log-SNR for each variable (mean over the batch).
+
+    Half its integral is ``I(x; v)``; plotting the model's curve against the oracle's shows at
+    which noise levels a model's information estimate gains or loses.
+    """
+    conditions, contrasts = information_conditions(batch.cond if cond is None else cond, variables)
+    terms = {name: Term("orthogonal", *pair) for name, pair in contrasts.items() if name.startswith("mi/")}
+    curves = evaluate_curve(denoiser, batch.x, conditions, terms, logsnr, n_eps=n_eps, seed=seed,
+                            sample_ids=batch.sample_ids)
+    return {name.split("/", 1)[1]: c.value for name, c in curves.items()}
 
 
 def mean_and_se(values: Tensor) -> tuple[float, float]:
@@ -92,6 +116,7 @@ class InfoRow:
     oracle_estimate: float | None = None
     oracle_se: float | None = None
     logsnr_range: tuple[float, float] | None = None
+    estimator: str = "orthogonal"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,9 +129,10 @@ def summarise(
     """Turn gathered per-sample values into rows, with ground truth where known."""
     rows = []
     for name, values in per_sample.items():
-        kind, variable = name.split("/", 1)
+        kind, variable = name.split("@", 1)[0].split("/", 1)
         est, se = mean_and_se(values)
-        row = InfoRow(name, variable, kind, est, se, nfe, int(values.shape[0]), logsnr_range=logsnr_range)
+        row = InfoRow(name, variable, kind, est, se, nfe, int(values.shape[0]), logsnr_range=logsnr_range,
+                      estimator=name.split("@", 1)[1] if "@" in name else "orthogonal")
         if truth is not None:
             table = truth.mutual_information if kind == "mi" else truth.conditional_mutual_information
             if variable in table:

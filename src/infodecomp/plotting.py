@@ -112,6 +112,24 @@ def plot_information_bars(rows: Sequence[Mapping], *, title: str = "Information 
     return fig
 
 
+def plot_information_density(
+    logsnr: Tensor, model: Mapping[str, Tensor], oracle: Mapping[str, Tensor] | None = None,
+) -> Figure:
+    """``E||eps_hat(z|v) - eps_hat(z)||^2`` against log-SNR per variable: model (solid), oracle (dashed)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    a = logsnr.double().cpu().numpy()
+    for name, curve in model.items():
+        line, = ax.plot(a, curve.double().cpu().numpy(), label=name)
+        if oracle and name in oracle:
+            ax.plot(a, oracle[name].double().cpu().numpy(), ls="--", color=line.get_color())
+    ax.set_xlabel("log-SNR α")
+    ax.set_ylabel("E‖ε̂(z|v) − ε̂(z)‖²")
+    ax.set_title("Information density (½∫ = I(x; v))" + ("; dashed: oracle" if oracle else ""))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_metric_history(
     steps: Mapping[str, Sequence[float]], values: Mapping[str, Sequence[float]], *,
     truth: Mapping[str, float] | None = None, ylabel: str = "nats", title: str = "During training",
@@ -155,6 +173,7 @@ def close(fig: Figure) -> None:
 
 
 __all__ = [
-    "close", "figure_to_array", "plot_info_heatmaps", "plot_information_bars", "plot_metric_history",
+    "close", "figure_to_array", "plot_info_heatmaps", "plot_information_bars", "plot_information_density",
+    "plot_metric_history",
     "plot_mmse_curves", "plot_sample_grid", "to_image",
 ]

@@ -12,14 +12,12 @@ from infodecomp import (
     nll,
 )
 from infodecomp.oracles import JointGaussian
+from infodecomp.tasks import get_task
 
 
 def three_variable_gaussian() -> JointGaussian:
-    """(x, y, c), each 2-d, with a fixed random covariance: I(X; Y | C) > 0."""
-    gen = torch.Generator().manual_seed(7)
-    factor = torch.randn(6, 6, generator=gen, dtype=torch.float64) * 0.6
-    cov = factor @ factor.T + 0.5 * torch.eye(6, dtype=torch.float64)
-    return JointGaussian(cov, {"x": 2, "y": 2, "c": 2})
+    """(x, y, c), each 2-d, from the registered CMI task: I(X; Y | C) = log 2 > 0."""
+    return get_task("cmi-gaussian-2-2-2-1.0").joint
 
 
 CASES = {

@@ -9,21 +9,9 @@ from infodecomp import information_contrasts, mutual_information
 from infodecomp.oracles import GaussianMixtureOracle
 
 
-def overlapping_mixture(shape=(4, 4, 4)) -> GaussianMixtureOracle:
-    """10 classes in 64 dimensions with overlapping, differently shaped components."""
-    gen = torch.Generator().manual_seed(0)
-    m, d = 10, 64
-    base = torch.randn(d, d, generator=gen, dtype=torch.float64) / math.sqrt(d)
-    means = torch.randn(m, d, generator=gen, dtype=torch.float64) * 0.15
-    pert = torch.randn(m, d, d, generator=gen, dtype=torch.float64) / math.sqrt(d) * 0.3
-    factors = base + pert
-    covs = factors @ factors.transpose(1, 2) * 0.5 + 0.3 * torch.eye(d, dtype=torch.float64)
-    return GaussianMixtureOracle(means, covs, shape=shape)
-
-
 @pytest.fixture(scope="module")
 def mixture() -> GaussianMixtureOracle:
-    return overlapping_mixture()
+    return GaussianMixtureOracle.overlapping(shape=(4, 4, 4))
 
 
 def test_mixture_mi_within_two_percent_of_monte_carlo_truth(mixture) -> None:

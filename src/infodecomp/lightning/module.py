@@ -20,13 +20,14 @@ import torch
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from infodecomp.diffusion.channel import add_noise
+from infodecomp.diffusion.channel import add_noise, signal_noise_scales
 from infodecomp.diffusion.proposals import TruncatedLogistic
 from infodecomp.models.backbones import Backbone, build_backbone, describe
 from infodecomp.models.conditioning import batch_conditions, complete_condition, drop_conditions
 
 log = logging.getLogger(__name__)
-Loss = Literal["information", "eps_mse"]
+Loss = Literal["information", "eps_mse", "v_mse"]
+Prediction = Literal["eps", "v"]
 
 
 class DiffusionModule(pl.LightningModule):
@@ -34,9 +35,16 @@ class DiffusionModule(pl.LightningModule):
 
     Args:
         backbone: the network (see :mod:`infodecomp.models`).
-        loss: ``"eps_mse"`` (mean squared noise error at log-SNRs drawn from the proposal) or
-            ``"information"`` (the same error weighted by ``1 / q(alpha)``: a Monte-Carlo estimate
-            of the likelihood bound's integral, rescaled by the range width to stay O(1)).
+        prediction: what the backbone outputs: ``"eps"`` (the noise) or ``"v"`` (``a eps - s x``,
+            Salimans & Ho 2022). Either way the module returns a noise prediction
+            (``eps_hat = a v_hat + s z``). With ``"v"`` the network's output carries ``x`` at low SNR
+            with O(1) scale, which is where conditions such as an object's position make their
+            difference; the ``eps`` output there is a tiny correction that is hard to learn.
+        loss: ``"eps_mse"`` (mean squared noise error at log-SNRs drawn from the proposal),
+            ``"v_mse"`` (the same error times ``1 + exp(-alpha)``, i.e. the squared error of ``v``,
+            which weights low SNR up) or ``"information"`` (the noise error weighted by
+            ``1 / q(alpha)``: a Monte-Carlo estimate of the likelihood bound's integral, rescaled by
+            the range width to stay O(1)).
         logsnr_loc, logsnr_scale, logsnr_clip: the truncated-logistic training proposal.
         cond_dropout: probability that each conditioning variable of each example is replaced
             by its null during training.
@@ -51,6 +59,7 @@ class DiffusionModule(pl.LightningModule):
         self,
         backbone: Backbone,
         loss: Loss = "eps_mse",
+        prediction: Prediction = "eps",
         logsnr_loc: float = 0.0,
         logsnr_scale: float = 2.0,
         logsnr_clip: float = 6.0,
@@ -65,8 +74,12 @@ class DiffusionModule(pl.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        if loss not in ("information", "eps_mse"):
-            raise ValueError(f"loss must be 'information' or 'eps_mse', got {loss!r}")
+        if loss not in ("information", "eps_mse", "v_mse"):
+            raise ValueError(f"loss must be 'information', 'eps_mse' or 'v_mse', got {loss!r}")
+        if prediction not in ("eps", "v"):
+            raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
+        if loss == "v_mse" and prediction != "v":
+            raise ValueError("loss 'v_mse' weights the noise error by up to exp(12); use it with prediction='v'")
         for name, p in (("cond_dropout", cond_dropout), ("word_dropout", word_dropout)):
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {p}")
@@ -97,7 +110,15 @@ class DiffusionModule(pl.LightningModule):
     def forward(self, z: Tensor, logsnr: Tensor, cond: Mapping[str, Tensor] | None = None, *, ema: bool = True) -> Tensor:
         """``eps_hat(z, logsnr | cond)``; ``cond=None`` (or a missing name) is the null condition."""
         net = self.ema.module if ema else self.backbone
-        return net(z, logsnr, self._complete(cond, z.shape[0], z.device))
+        return self._eps_hat(net, z, logsnr, self._complete(cond, z.shape[0], z.device))
+
+    def _eps_hat(self, net: torch.nn.Module, z: Tensor, logsnr: Tensor, cond: Mapping[str, Tensor]) -> Tensor:
+        out = net(z, logsnr, cond)
+        if self.hparams.prediction == "eps":
+            return out
+        a, s = signal_noise_scales(logsnr.to(z.dtype))
+        shape = (-1,) + (1,) * (z.ndim - 1)
+        return a.reshape(shape) * out + s.reshape(shape) * z  # eps from v = a eps - s x
 
     def batch_conditions(self, conds: Sequence[Mapping[str, Tensor] | None], sizes: Sequence[int]) -> dict[str, Tensor]:
         """Merge conditions for one batched forward (the estimators' condition-batching hook)."""
@@ -139,8 +160,10 @@ class DiffusionModule(pl.LightningModule):
         eps = torch.randn_like(x0)
         z = add_noise(x0, logsnr, eps)
         net = self.backbone if net is None else net
-        eps_hat = net(z, logsnr, self._complete(cond, n, x0.device))
+        eps_hat = self._eps_hat(net, z, logsnr, self._complete(cond, n, x0.device))
         per_sample = (eps - eps_hat).float().square().flatten(1).mean(1)
+        if self.hparams.loss == "v_mse":
+            return (per_sample * (1 + torch.exp(-logsnr64)).float()).mean()
         if self.hparams.loss == "information":
             width = self.proposal.range.high - self.proposal.range.low
             weight = torch.exp(-self.proposal.log_prob(logsnr64)).float() / width

@@ -130,6 +130,19 @@ def _down_up_blocks(levels: int, attention: bool, cross: bool) -> tuple[tuple[st
     return down, up
 
 
+def coordinate_channels(z: Tensor) -> Tensor:
+    """Two channels holding each pixel's row and column in ``[-1, 1]``, shaped like ``z[:, :2]``.
+
+    Convolutions are translation-equivariant, so a UNet given only a global condition embedding
+    has no easy way to put an object in a particular place from pure noise; coordinate channels
+    (CoordConv, Liu et al. 2018) give it one.
+    """
+    b, _, h, w = z.shape
+    rows = torch.linspace(-1, 1, h, device=z.device, dtype=z.dtype)[:, None].expand(h, w)
+    cols = torch.linspace(-1, 1, w, device=z.device, dtype=z.dtype)[None, :].expand(h, w)
+    return torch.stack([rows, cols])[None].expand(b, 2, h, w)
+
+
 class LabelledUNet(Backbone):
     """diffusers ``UNet2DModel`` conditioned on discrete attributes.
 
@@ -142,6 +155,7 @@ class LabelledUNet(Backbone):
         block_out_channels: channels per resolution level.
         layers_per_block: ResNet layers per level.
         attention: use self-attention at the lowest resolution.
+        coordinates: append pixel-coordinate channels to the input (see :func:`coordinate_channels`).
     """
 
     def __init__(
@@ -153,6 +167,7 @@ class LabelledUNet(Backbone):
         layers_per_block: int = 1,
         attention: bool = False,
         norm_num_groups: int = 8,
+        coordinates: bool = True,
     ) -> None:
         super().__init__()
         from diffusers import UNet2DModel
@@ -161,12 +176,13 @@ class LabelledUNet(Backbone):
         block_out_channels = tuple(int(c) for c in block_out_channels)
         self.init_args = {"image_size": image_size, "channels": channels, "attributes": attributes,
                           "block_out_channels": list(block_out_channels), "layers_per_block": layers_per_block,
-                          "attention": attention, "norm_num_groups": norm_num_groups}
+                          "attention": attention, "norm_num_groups": norm_num_groups, "coordinates": coordinates}
         self.input_shape = (channels, image_size, image_size)
         self.condition_spec = {k: ("label", n) for k, n in attributes.items()}
+        self.coordinates = coordinates
         down, up = _down_up_blocks(len(block_out_channels), attention, cross=False)
         self.unet = UNet2DModel(
-            sample_size=image_size, in_channels=channels, out_channels=channels,
+            sample_size=image_size, in_channels=channels + 2 * coordinates, out_channels=channels,
             block_out_channels=block_out_channels, down_block_types=down, up_block_types=up,
             layers_per_block=layers_per_block, class_embed_type="identity" if attributes else None,
             norm_num_groups=norm_num_groups,
@@ -183,7 +199,8 @@ class LabelledUNet(Backbone):
             e = table(torch.where(lab < 0, torch.full_like(lab, table.num_embeddings - 1), lab))
             class_emb = e if class_emb is None else class_emb + e
         t = logsnr_to_time(logsnr).to(z.dtype)
-        return self.unet(z, t, class_labels=class_emb).sample
+        inp = torch.cat([z, coordinate_channels(z)], dim=1) if self.coordinates else z
+        return self.unet(inp, t, class_labels=class_emb).sample
 
 
 class WordTokenizer:
@@ -246,6 +263,7 @@ class TextConditionedUNet(Backbone):
         max_words: longest caption in words.
         text_dim, text_layers, text_heads: text encoder size.
         block_out_channels, layers_per_block, attention_head_dim: UNet size.
+        coordinates: append pixel-coordinate channels to the input.
     """
 
     def __init__(
@@ -261,6 +279,7 @@ class TextConditionedUNet(Backbone):
         layers_per_block: int = 1,
         attention_head_dim: int = 8,
         norm_num_groups: int = 8,
+        coordinates: bool = True,
     ) -> None:
         super().__init__()
         from diffusers import UNet2DConditionModel
@@ -273,7 +292,8 @@ class TextConditionedUNet(Backbone):
                           "max_words": max_words, "text_dim": text_dim, "text_layers": text_layers,
                           "text_heads": text_heads, "block_out_channels": list(block_out_channels),
                           "layers_per_block": layers_per_block, "attention_head_dim": attention_head_dim,
-                          "norm_num_groups": norm_num_groups}
+                          "norm_num_groups": norm_num_groups, "coordinates": coordinates}
+        self.coordinates = coordinates
         self.words = WordTokenizer(vocabulary, max_words)
         self.input_shape = (channels, image_size, image_size)
         self.condition_spec = {"text": ("text", max_words)}
@@ -285,7 +305,7 @@ class TextConditionedUNet(Backbone):
         ))
         down, up = _down_up_blocks(len(block_out_channels), attention=False, cross=True)
         self.unet = UNet2DConditionModel(
-            sample_size=image_size, in_channels=channels, out_channels=channels,
+            sample_size=image_size, in_channels=channels + 2 * coordinates, out_channels=channels,
             block_out_channels=block_out_channels, down_block_types=down, up_block_types=up,
             layers_per_block=layers_per_block, cross_attention_dim=text_dim,
             attention_head_dim=attention_head_dim, norm_num_groups=norm_num_groups,
@@ -310,7 +330,8 @@ class TextConditionedUNet(Backbone):
     def forward(self, z: Tensor, logsnr: Tensor, cond: Mapping[str, Tensor]) -> Tensor:
         states = self.encode_text(cond["text"]).to(z.dtype)
         t = logsnr_to_time(logsnr).to(z.dtype)
-        return self.unet(z, t, encoder_hidden_states=states).sample
+        inp = torch.cat([z, coordinate_channels(z)], dim=1) if self.coordinates else z
+        return self.unet(inp, t, encoder_hidden_states=states).sample
 
 
 def count_parameters(module: nn.Module) -> int:

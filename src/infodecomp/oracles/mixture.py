@@ -88,6 +88,21 @@ class GaussianMixtureOracle:
                 raise ValueError(f"labels[{k!r}] must have shape ({m},), got {tuple(v.shape)}")
         self._cast: dict[tuple, dict[str, Tensor]] = {}
 
+    @classmethod
+    def overlapping(
+        cls, n_classes: int = 10, dim: int = 64, *, mean_scale: float = 0.15, shape: Sequence[int] | None = None,
+        seed: int = 0,
+    ) -> GaussianMixtureOracle:
+        """A test bed: one class per component, close means and differently shaped covariances
+        that share a common factor, so the classes overlap (I(x; class) well below log n_classes)."""
+        gen = torch.Generator().manual_seed(seed)
+        base = torch.randn(dim, dim, generator=gen, dtype=torch.float64) / math.sqrt(dim)
+        means = torch.randn(n_classes, dim, generator=gen, dtype=torch.float64) * mean_scale
+        pert = torch.randn(n_classes, dim, dim, generator=gen, dtype=torch.float64) / math.sqrt(dim) * 0.3
+        factors = base + pert
+        covs = factors @ factors.transpose(1, 2) * 0.5 + 0.3 * torch.eye(dim, dtype=torch.float64)
+        return cls(means, covs, shape=shape)
+
     @property
     def n_components(self) -> int:
         return self.means.shape[0]

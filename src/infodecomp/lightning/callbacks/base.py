@@ -66,10 +66,15 @@ class EvaluationCallback(pl.Callback):
         self._last_step = -1
 
     # ---- the evaluation set -----------------------------------------------------------------
+    needs_conditions: bool = False
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         dm = trainer.datamodule
         if dm is None:
             raise ValueError(f"{type(self).__name__} needs a LightningDataModule with a validation set")
+        if self.needs_conditions and not pl_module.condition_spec:
+            log.warning("%s: the model takes no conditions; nothing to measure, skipping", type(self).__name__)
+            self.enabled = False
 
     def eval_batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EvalBatch:
         dm = trainer.datamodule
@@ -87,26 +92,34 @@ class EvaluationCallback(pl.Callback):
                          captions=batch.get("captions"), oracle_cond=batch.get("cond"))
 
     # ---- schedule ---------------------------------------------------------------------------
+    enabled: bool = True
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         step = trainer.global_step
-        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+        if self.enabled and self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
             self._run(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.enabled:
+            return
         if trainer.global_step != self._last_step:
-            self._run(trainer, pl_module, final=True)
+            self._run(trainer, pl_module)
+        self.finalize(trainer)
 
-    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool = False) -> None:
+    def finalize(self, trainer: pl.Trainer) -> None:
+        """Called once at the end of training, after the last evaluation."""
+
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_step = trainer.global_step
         was_training = pl_module.training
         pl_module.eval()
         try:
             with torch.no_grad():
-                self.evaluate(trainer, pl_module, self.eval_batch(trainer, pl_module), final)
+                self.evaluate(trainer, pl_module, self.eval_batch(trainer, pl_module))
         finally:
             pl_module.train(was_training)
 
-    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch, final: bool) -> None:
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch) -> None:
         raise NotImplementedError
 
     # ---- logging (rank zero) ----------------------------------------------------------------

@@ -26,6 +26,8 @@ class InfoHeatmapCallback(EvaluationCallback):
         n_draws: ``(alpha, eps)`` draws per item.
     """
 
+    needs_conditions = True
+
     def __init__(self, every_n_steps: int = 500, n_eval: int = 64, n_images: int = 6, n_draws: int = 32,
                  kind: Literal["cmi", "mi"] = "cmi", seed: int = 0, variables: Sequence[str] | None = None) -> None:
         super().__init__(every_n_steps, n_eval, seed)
@@ -38,6 +40,8 @@ class InfoHeatmapCallback(EvaluationCallback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
+        if not self.enabled:
+            return
         if self.variables is None:
             self.variables = list(pl_module.condition_spec)
         if len(pl_module.input_shape) != 3:
@@ -50,7 +54,7 @@ class InfoHeatmapCallback(EvaluationCallback):
         return {v: est[f"{kind}/{v}"].value for v in self.variables}
 
     @override
-    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch, final: bool) -> None:
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch) -> None:
         maps = self._maps(pl_module, batch)
         gt = trainer.datamodule.ground_truth() if hasattr(trainer.datamodule, "ground_truth") else None
         oracle_maps = None

@@ -20,7 +20,7 @@ class LikelihoodCallback(EvaluationCallback):
         self.last: tuple[float, float] | None = None
 
     @override
-    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch, final: bool) -> None:
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch) -> None:
         est = nll_bits_per_dim(pl_module, batch, n_draws=self.n_draws, seed=self.seed,
                                cond=batch.cond if self.conditional else None)
         self.last = mean_and_se(gather_cat(trainer, est.value))

@@ -28,7 +28,7 @@ class MMSECurveCallback(EvaluationCallback):
         self.n_eps = n_eps
 
     @override
-    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch, final: bool) -> None:
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch) -> None:
         res = mmse_result(pl_module, batch, self.grid, n_eps=self.n_eps, seed=self.seed)
         curves = {k: gather_cat(trainer, v) for k, v in res.curves.items()}  # (N, L) per sample
         mean = {k: v.double().mean(0) for k, v in curves.items()}

@@ -26,6 +26,8 @@ class MutualInformationCallback(EvaluationCallback):
         n_draws: ``(alpha, eps)`` draws per item.
     """
 
+    needs_conditions = True
+
     def __init__(self, every_n_steps: int = 250, n_eval: int = 256, n_draws: int = 32, seed: int = 0,
                  variables: Sequence[str] | None = None) -> None:
         super().__init__(every_n_steps, n_eval, seed)
@@ -33,10 +35,13 @@ class MutualInformationCallback(EvaluationCallback):
             raise ValueError(f"n_draws must be >= 4, got {n_draws}")
         self.n_draws, self.variables = n_draws, list(variables) if variables else None
         self.final_rows: list[dict] = []
+        self.last_rows: list[dict] = []
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
+        if not self.enabled:
+            return
         spec = pl_module.condition_spec
         if self.variables is None:
             self.variables = list(spec)
@@ -45,7 +50,7 @@ class MutualInformationCallback(EvaluationCallback):
             raise ValueError(f"MutualInformationCallback variables {unknown or '[]'} are not model conditions {sorted(spec)}")
 
     @override
-    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch, final: bool) -> None:
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch) -> None:
         est = information_estimates(pl_module, batch, self.variables, n_draws=self.n_draws, seed=self.seed)
         per_sample = {k: gather_cat(trainer, e.value) for k, e in est.items()}
         gt = trainer.datamodule.ground_truth() if hasattr(trainer.datamodule, "ground_truth") else None
@@ -70,12 +75,12 @@ class MutualInformationCallback(EvaluationCallback):
         self.log_table(trainer, "val/information_table", list(table[0]),
                        [[v if not isinstance(v, tuple) else list(v) for v in t.values()] for t in table])
         self.log_figure(trainer, "val/information", plot_information_bars(table, title=f"step {trainer.global_step}"))
-        if final:
-            self.final_rows = table
-            self._summary(trainer, table)
+        self.last_rows = table
 
-    @staticmethod
-    def _summary(trainer: pl.Trainer, table: list[dict]) -> None:
+    @override
+    def finalize(self, trainer: pl.Trainer) -> None:
+        """The last table becomes the final one: W&B run summary keys ``final/<kind>/<v>``."""
+        self.final_rows = table = self.last_rows
         if not trainer.is_global_zero:
             return
         from pytorch_lightning.loggers import WandbLogger

@@ -21,7 +21,7 @@ class SampleGridCallback(EvaluationCallback):
         self.n_rows, self.per_row, self.steps = n_rows, per_row, steps
 
     @override
-    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch, final: bool) -> None:
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch) -> None:
         if not trainer.is_global_zero:
             return
         rows, titles = [], []
