@@ -189,8 +189,12 @@ class _WorldDataModule(_BaseDataModule):
         return gt
 
     def ground_truth(self) -> GroundTruth:
-        """Exact information per attribute (Monte Carlo with exact posteriors; computed once)."""
-        return self._truth
+        """Exact information per attribute (Monte Carlo with exact posteriors; computed once).
+
+        Captioned worlds condition on text, not attributes: their exact per-word information
+        is not mapped yet, so they report none (rather than attribute values no model takes).
+        """
+        return GroundTruth() if self.text else self._truth
 
 
 class ShapesDataModule(_WorldDataModule):
