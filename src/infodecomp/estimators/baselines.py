@@ -237,14 +237,17 @@ class _NeuralMI(_Fitted):
             bar = Progress(transient=True)
             bar.start()
             task = bar.add_task(f"training {self.name} critic", total=cfg.steps)
-        best, best_state = -math.inf, None
+        best, best_state, skipped = -math.inf, None, 0
         try:
             for step in steps:
                 idx = train[torch.randint(n_train, (batch,), generator=gen)]
                 loss = -self.bound(self.critic(xs[idx], ys[idx]))
                 opt.zero_grad()
-                loss.backward()
-                opt.step()
+                if torch.isfinite(loss):  # heavy tails can overflow exp(f) in NWJ: skip such a batch
+                    loss.backward()
+                    opt.step()
+                else:
+                    skipped += 1
                 if bar is not None:
                     bar.advance(task)
                 if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
@@ -261,6 +264,8 @@ class _NeuralMI(_Fitted):
                 bar.stop()
         if best_state is not None:
             self.critic.load_state_dict(best_state)
+        if skipped:
+            log.warning("%s: skipped %d batches whose bound was not finite", self.name, skipped)
         self.train_seconds = time.perf_counter() - start
         return self
 
