@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import default_collate
 
 from infodecomp.diffusion.channel import gaussian_mmse
 from infodecomp.estimators import Term, evaluate_curve, integrate, mmse_curves, nll
@@ -31,6 +32,24 @@ class EvalBatch:
     masks: Tensor | None = None
     captions: list[str] | None = None
     oracle_cond: dict[str, Tensor] | None = None
+
+
+def validation_batch(module: Any, dm: Any, n: int, *, rank: int = 0, world_size: int = 1) -> EvalBatch:
+    """The first ``n`` validation items of a data module as an :class:`EvalBatch` for ``module``.
+
+    Under data parallelism each process takes every ``world_size``-th item from ``rank``; the
+    items keep their dataset index as ``sample_ids``, so their draws match a 1-process run.
+    """
+    if getattr(dm, "val_set", None) is None:
+        dm.setup("fit")
+    ds = dm.val_set
+    ids = torch.arange(min(n, len(ds)))[rank::world_size]
+    batch = default_collate([ds[int(i)] for i in ids])
+    device = getattr(module, "device", torch.device("cpu"))
+    batch["x"] = batch["x"].to(device)
+    cond = {k: v.to(device) for k, v in module.condition_for(batch).items() if k in module.condition_spec}
+    return EvalBatch(x=batch["x"], cond=cond, sample_ids=ids, masks=batch.get("masks"),
+                     captions=batch.get("captions"), oracle_cond=batch.get("cond"))
 
 
 def _without(cond: Mapping[str, Tensor], name: str) -> dict[str, Tensor]:

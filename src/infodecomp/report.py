@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 import yaml
-from torch.utils.data import default_collate
 
 from infodecomp.evaluation import (
     EvalBatch,
@@ -34,6 +33,7 @@ from infodecomp.evaluation import (
     nll_bits_per_dim,
     sample_images,
     summarise,
+    validation_batch,
 )
 from infodecomp.lightning.module import DiffusionModule, load_module
 from infodecomp.plotting import (
@@ -132,17 +132,6 @@ def load_run(path: str | Path, config: str | Path | None = None) -> tuple[Diffus
     return module, dm, ckpt, cfg_path
 
 
-def eval_batch(module: DiffusionModule, dm: Any, n: int) -> EvalBatch:
-    if getattr(dm, "val_set", None) is None:
-        dm.setup("fit")
-    ds = dm.val_set
-    n = min(n, len(ds))
-    batch = default_collate([ds[i] for i in range(n)])
-    cond = {k: v for k, v in module.condition_for(batch).items() if k in module.condition_spec}
-    return EvalBatch(x=batch["x"], cond=cond, sample_ids=torch.arange(n), masks=batch.get("masks"),
-                     captions=batch.get("captions"), oracle_cond=batch.get("cond"))
-
-
 def _subset(b: EvalBatch, n: int) -> EvalBatch:
     return EvalBatch(b.x[:n], {k: v[:n] for k, v in b.cond.items()}, b.sample_ids[:n],
                      None if b.masks is None else b.masks[:n], None if b.captions is None else b.captions[:n],
@@ -205,7 +194,7 @@ def _compute(module: DiffusionModule, dm: Any, s: ReportSettings, out: Path, run
     module.eval()
     variables = list(module.condition_spec)
     gt = dm.ground_truth() if hasattr(dm, "ground_truth") else None
-    batch = eval_batch(module, dm, s.n_eval)
+    batch = validation_batch(module, dm, s.n_eval)
     result: dict[str, Any] = {"model": module.hparams["backbone"]["class_path"], "variables": variables,
                               "n_eval": int(batch.x.shape[0]), "n_draws": s.n_draws, "figures": {}}
     with torch.no_grad():

@@ -19,9 +19,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from torch import Tensor
-from torch.utils.data import default_collate
 
-from infodecomp.evaluation import EvalBatch
+from infodecomp.evaluation import EvalBatch, validation_batch
 from infodecomp.plotting import close
 
 log = logging.getLogger(__name__)
@@ -77,19 +76,8 @@ class EvaluationCallback(pl.Callback):
             self.enabled = False
 
     def eval_batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EvalBatch:
-        dm = trainer.datamodule
-        if getattr(dm, "val_set", None) is None:
-            dm.setup("fit")
-        ds = dm.val_set
-        n = min(self.n_eval, len(ds))
-        ids = torch.arange(n)[trainer.global_rank :: trainer.world_size]
-        batch = default_collate([ds[int(i)] for i in ids])
-        batch["x"] = batch["x"].to(pl_module.device)
-        cond = pl_module.condition_for(batch)
-        cond = {k: v.to(pl_module.device) for k, v in cond.items() if k in pl_module.condition_spec}
-        masks = batch.get("masks")
-        return EvalBatch(x=batch["x"], cond=cond, sample_ids=ids, masks=masks,
-                         captions=batch.get("captions"), oracle_cond=batch.get("cond"))
+        return validation_batch(pl_module, trainer.datamodule, self.n_eval, rank=trainer.global_rank,
+                                world_size=trainer.world_size)
 
     # ---- schedule ---------------------------------------------------------------------------
     enabled: bool = True
