@@ -4,6 +4,15 @@
     python analyze.py report path/to/last.ckpt --out my_report --n-eval 1024 --n-draws 128
     python analyze.py report RUN --overwrite --wandb        # replace an existing report, log it to W&B
 
+Text-to-image probes (default RUN: the model shipped in data/shapes_text), each on held-out
+captioned scenes, writing report.json, figures and summary.md (default: outputs/probes/<probe>):
+
+    python analyze.py heatmap                  # CMI and MI map of every word of each caption
+    python analyze.py compositional            # true caption vs attribute/relation swaps, shuffles
+    python analyze.py compositional --aro DIR --aro-set vg-relation    # a local ARO set
+    python analyze.py localize                 # word maps -> masks, mIoU vs attention baselines
+    python analyze.py intervene --edit swap    # edit a word, regenerate, correlate the change
+
 Writes report.json, PNG figures and report.md (default: <run>/report). Input problems (missing
 checkpoint, a checkpoint of another model, a config that does not match) end with exit status 2
 and one line on stderr; nothing in the output directory is changed.
@@ -15,7 +24,16 @@ import argparse
 import logging
 import sys
 
+from infodecomp.probe_report import PROBES, ProbeSettings, run_probe
+from infodecomp.probes.aro import ARO_SETS
 from infodecomp.report import AnalysisError, ReportSettings, make_report
+
+PROBE_HELP = {
+    "heatmap": "CMI and MI maps of each word of captioned scenes",
+    "compositional": "true caption against perturbed ones (ARO-style)",
+    "localize": "unsupervised localization of object words (mIoU)",
+    "intervene": "edit a word, regenerate from the inverted latent, correlate the change with maps",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,8 +50,42 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--n-heatmap", type=int, default=64, help="items whose per-pixel maps are computed")
     rep.add_argument("--no-samples", action="store_true", help="skip generating samples")
     rep.add_argument("--wandb", action="store_true", help="also log the report to W&B (offline without credentials)")
+    for name in PROBES:
+        p = sub.add_parser(name, help=PROBE_HELP[name])
+        p.add_argument("run", nargs="?", default=None,
+                       help="a text-to-image checkpoint or run directory (default: data/shapes_text)")
+        p.add_argument("--out", default=None, help=f"report directory (default: outputs/probes/{name})")
+        p.add_argument("--config", default=None, help="training config (default: the run's config.yaml)")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+        p.add_argument("--n-items", type=int, default=200, help="held-out scenes (or ARO items)")
+        p.add_argument("--n-draws", type=int, default=32, help="log-SNR draws per item")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--wandb", action="store_true", help="also log the tables and figures to W&B")
+        if name == "compositional":
+            p.add_argument("--aro", default=None, help="root of a local ARO set (see infodecomp.probes.aro)")
+            p.add_argument("--aro-set", default="vg-relation", choices=ARO_SETS)
+        if name == "localize":
+            p.add_argument("--calibration", type=float, default=0.25, help="share of images used to pick thresholds")
+        if name == "intervene":
+            p.add_argument("--edit", choices=("omit", "swap"), default="omit", help="omit a word or swap a colour")
+            p.add_argument("--steps", type=int, default=50, help="DDIM steps of inversion and regeneration")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command in PROBES:
+        if args.n_draws < 4 or args.n_draws % 4:
+            parser.error("--n-draws must be a positive multiple of 4")
+        settings = ProbeSettings(n_items=args.n_items, n_draws=args.n_draws, seed=args.seed,
+                                 calibration=getattr(args, "calibration", 0.25), steps=getattr(args, "steps", 50),
+                                 edit=getattr(args, "edit", "omit"))
+        aro = (args.aro_set, args.aro) if getattr(args, "aro", None) else None
+        try:
+            out = run_probe(args.command, args.run, args.out, config=args.config, overwrite=args.overwrite,
+                            settings=settings, wandb=args.wandb, aro=aro)
+        except AnalysisError as err:
+            print(f"analyze.py: error: {err}", file=sys.stderr)
+            return 2
+        print(f"{args.command} report written to {out}/summary.md")
+        return 0
     if args.n_eval < 2 or args.n_draws < 4 or args.n_draws % 4:
         parser.error("--n-eval must be >= 2 and --n-draws a positive multiple of 4")
     settings = ReportSettings(n_eval=args.n_eval, n_draws=args.n_draws, n_heatmap=args.n_heatmap,

@@ -61,3 +61,37 @@ def write_tiny_pretrained_unet(root: Path, prediction_type: str = "epsilon", siz
     unet.save_pretrained(root / "unet")
     sched.save_pretrained(root / "scheduler")
     return root
+
+
+def write_aro_sets(root: Path, n: int = 6, size: int = 40) -> Path:
+    """Tiny ARO sets in their published formats, with captions in the shapes-text vocabulary.
+
+    ``root/vg/``: ``visual_genome_relation.json``, ``visual_genome_attribution.json`` and
+    ``images/``; ``root/coco/``: ``coco_karpathy_test.json`` and its images.
+    """
+    import json
+
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    vg, coco = root / "vg", root / "coco"
+    (vg / "images").mkdir(parents=True, exist_ok=True)
+    (coco / "val2014").mkdir(parents=True, exist_ok=True)
+    rel, att, karpathy = [], [], []
+    for i in range(n):
+        img = rng.integers(0, 256, (size + 10, size + 20, 3), dtype=np.uint8)
+        Image.fromarray(img).save(vg / "images" / f"{i}.jpg")
+        Image.fromarray(img).save(coco / "val2014" / f"COCO_val2014_{i:012d}.jpg")
+        box = {"bbox_x": 5, "bbox_y": 3, "bbox_w": size, "bbox_h": size}
+        rel.append({"image_id": str(i), "image_path": f"{i}.jpg", **box, "relation_name": "left of",
+                    "true_caption": "a red circle left of a blue square",
+                    "false_caption": "a blue square left of a red circle"})
+        att.append({"image_id": str(i), "image_path": f"{i}.jpg", **box, "attributes": ["red", "blue"],
+                    "true_caption": "a red circle left of a blue square",
+                    "false_caption": "a blue circle left of a red square"})
+        karpathy.append({"image": f"val2014/COCO_val2014_{i:012d}.jpg", "image_id": f"coco_{i}",
+                         "caption": ["A red circle left of a blue square.", "a green triangle above a red circle"]})
+    (vg / "visual_genome_relation.json").write_text(json.dumps(rel))
+    (vg / "visual_genome_attribution.json").write_text(json.dumps(att))
+    (coco / "coco_karpathy_test.json").write_text(json.dumps(karpathy))
+    return root

@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import default_collate
 
 from infodecomp.diffusion.channel import gaussian_mmse
+from infodecomp.diffusion.ddim import ddim_generate
 from infodecomp.estimators import Term, evaluate_curve, integrate, mmse_curves, nll
 from infodecomp.interface import Denoiser, Estimate
 
@@ -225,14 +226,4 @@ def sample_images(
     """
     gen = torch.Generator(device=device).manual_seed(seed)
     z = torch.randn((n, *shape), generator=gen, device=device)
-    grid = torch.linspace(logsnr_min, logsnr_max, steps + 1, device=device)
-    x_hat = z
-    for i in range(steps):
-        a, s = torch.sigmoid(grid[i]).sqrt(), torch.sigmoid(-grid[i]).sqrt()
-        eps_hat = denoiser(z, grid[i].expand(n), cond)
-        x_hat = ((z - s * eps_hat) / a).clamp(-1.5, 1.5)
-        eps_hat = (z - a * x_hat) / s
-        a2, s2 = torch.sigmoid(grid[i + 1]).sqrt(), torch.sigmoid(-grid[i + 1]).sqrt()
-        z = a2 * x_hat + s2 * eps_hat
-    a, s = torch.sigmoid(grid[-1]).sqrt(), torch.sigmoid(-grid[-1]).sqrt()
-    return ((z - s * denoiser(z, grid[-1].expand(n), cond)) / a).clamp(-1, 1)
+    return ddim_generate(denoiser, z, cond, steps=steps, low=logsnr_min, high=logsnr_max)

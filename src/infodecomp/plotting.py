@@ -67,6 +67,49 @@ def plot_info_heatmaps(
     return fig
 
 
+def plot_word_maps(
+    images: Tensor,
+    words: Sequence[Sequence[str]],
+    maps: Tensor,
+    *,
+    captions: Sequence[str] | None = None,
+    masks: Tensor | None = None,
+    label: str = "CMI",
+    unit: str = "nats",
+) -> Figure:
+    """Rows of: the image (caption below) | one map per word, the word and its total below.
+
+    Args:
+        images: ``(B, C, H, W)`` in ``[-1, 1]``.
+        words: the mapped words of each image.
+        maps: ``(B, K, H, W)`` (NaN in unused slots).
+        masks: optional ``(B, K, H, W)`` masks outlined on each word's map.
+    """
+    rows, cols = images.shape[0], 1 + maps.shape[1]
+    fig, axes = plt.subplots(rows, cols, figsize=(1.35 * cols, 1.45 * rows + 0.3), squeeze=False)
+    for i in range(rows):
+        for j in range(cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.imshow(to_image(images[i]), cmap="gray" if images.shape[1] == 1 else None, interpolation="nearest")
+                if captions is not None:
+                    ax.set_xlabel(captions[i], fontsize=5)
+                continue
+            if j - 1 >= len(words[i]):
+                ax.axis("off")
+                continue
+            heat = maps[i, j - 1].detach().float().cpu().nan_to_num().numpy()
+            ax.imshow(heat, cmap="inferno", interpolation="nearest", vmin=0, vmax=max(float(heat.max()), 1e-9))
+            if masks is not None and masks[i, j - 1].any():
+                ax.contour(masks[i, j - 1].float().numpy(), levels=[0.5], colors="cyan", linewidths=0.6)
+            ax.set_xlabel(f"{words[i][j - 1]}\n{heat.sum():.2f} {unit}", fontsize=6)
+    fig.suptitle(f"{label} per word", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_mmse_curves(
     logsnr: Tensor, curves: Mapping[str, Tensor], *, se: Mapping[str, Tensor] | None = None,
     reference: Tensor | None = None, title: str = "MMSE vs log-SNR",

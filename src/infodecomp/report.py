@@ -163,24 +163,39 @@ def make_report(
     module, dm, ckpt, cfg_path = load_run(path, config)
     run = cfg_path.parent
     out = Path(out) if out is not None else run / "report"
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise AnalysisError(f"{out} already holds a report; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out.parent))
-    try:
+
+    def fill(tmp: Path) -> dict:
         result = _compute(module, dm, settings, tmp, run, progress)
         result.update({"checkpoint": str(ckpt), "config": str(cfg_path)})
         (tmp / "report.json").write_text(json.dumps(result, indent=2, default=float))
         (tmp / "report.md").write_text(render_markdown(result))
+        return result
+
+    result = write_atomically(out, fill, overwrite=overwrite)
+    if wandb:
+        log_report_to_wandb(out, result)
+    return out
+
+
+def write_atomically(out: Path, fill: Any, *, overwrite: bool = False) -> Any:
+    """Run ``fill(tmp_dir)`` and move the directory to ``out``; on failure nothing changes.
+
+    Raises ``AnalysisError`` if ``out`` already holds files and ``overwrite`` is false.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise AnalysisError(f"{out} already holds a report; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out.parent))
+    try:
+        result = fill(tmp)
         if out.exists():
-            shutil.rmtree(out)
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if wandb:
-        log_report_to_wandb(out, result)
-    return out
+    return result
 
 
 def _save(fig: Any, path: Path) -> str:

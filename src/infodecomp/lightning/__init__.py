@@ -10,7 +10,7 @@ from infodecomp.lightning.data import (
     VectorTaskDataModule,
 )
 from infodecomp.lightning.loggers import AutoWandbLogger
-from infodecomp.lightning.module import DiffusionModule, load_module
+from infodecomp.lightning.module import DiffusionModule, export_checkpoint, load_module
 
 __all__ = [
     "AutoWandbLogger",
@@ -22,5 +22,6 @@ __all__ = [
     "GroundTruth",
     "ShapesDataModule",
     "VectorTaskDataModule",
+    "export_checkpoint",
     "load_module",
 ]

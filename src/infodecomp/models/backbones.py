@@ -120,8 +120,11 @@ class MLPBackbone(Backbone):
 
 def _down_up_blocks(levels: int, attention: bool, cross: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if cross:
-        down = ("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",)
-        up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1)
+        # cross-attention below the input resolution only (and in the mid block): at full
+        # resolution its self-attention over H*W tokens dominates the cost on a CPU
+        plain = 1 if levels > 1 else 0
+        down = ("DownBlock2D",) * plain + ("CrossAttnDownBlock2D",) * (levels - plain)
+        up = ("CrossAttnUpBlock2D",) * (levels - plain) + ("UpBlock2D",) * plain
     elif attention:
         down = ("DownBlock2D",) * (levels - 1) + ("AttnDownBlock2D",)
         up = ("AttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1)
@@ -328,7 +331,9 @@ class TextConditionedUNet(Backbone):
         return self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
 
     def forward(self, z: Tensor, logsnr: Tensor, cond: Mapping[str, Tensor]) -> Tensor:
-        states = self.encode_text(cond["text"]).to(z.dtype)
+        # estimators repeat each prompt over many noise draws: encode each distinct prompt once
+        unique, inverse = torch.unique(cond["text"], dim=0, return_inverse=True)
+        states = self.encode_text(unique)[inverse].to(z.dtype)
         t = logsnr_to_time(logsnr).to(z.dtype)
         inp = torch.cat([z, coordinate_channels(z)], dim=1) if self.coordinates else z
         return self.unet(inp, t, encoder_hidden_states=states).sample

@@ -257,6 +257,30 @@ class TwoObjectShapesWorld(_MixtureWorld):
         self.component_labels = {k: torch.tensor(val) for k, val in labels.items()}
         self.captions = captions
 
+    def word_objects(self, caption: str) -> list[int | None]:
+        """For each word of a caption, the object (0 or 1) it describes, or ``None``.
+
+        Colour and shape words before the relation describe the first object, those after it
+        the second; articles and relation words describe neither.
+        """
+        words = caption.split()
+        named = set(self.attributes["colour_1"]) | set(self.attributes["shape_1"])
+        relation_at = next((i for i, w in enumerate(words) if w in {r.split()[0] for r in RELATIONS}), None)
+        if relation_at is None:
+            raise ValueError(f"no relation word in {caption!r}; expected one of {RELATIONS}")
+        return [None if w not in named else (0 if i < relation_at else 1) for i, w in enumerate(words)]
+
+    def word_masks(self, captions: Sequence[str], masks: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-word masks ``(B, K, H, W)`` and which words have one ``(B, K)`` (K: longest caption)."""
+        k_max = max(len(c.split()) for c in captions)
+        out = torch.zeros((len(captions), k_max) + tuple(masks.shape[-2:]), dtype=torch.bool)
+        known = torch.zeros(len(captions), k_max, dtype=torch.bool)
+        for b, caption in enumerate(captions):
+            for k, obj in enumerate(self.word_objects(caption)):
+                if obj is not None:
+                    out[b, k], known[b, k] = masks[b, obj], True
+        return out, known
+
 
 class DigitsWorld(_MixtureWorld):
     """scikit-learn's 1797 8x8 handwritten digits (shipped with the package, no download).

@@ -1,10 +1,11 @@
-"""Evaluation callbacks: information, MMSE curves, heatmaps, likelihood and samples."""
+"""Evaluation callbacks: information, MMSE curves, heatmaps, likelihood, samples and text probes."""
 
 from infodecomp.lightning.callbacks.base import EvaluationCallback
 from infodecomp.lightning.callbacks.heatmap import InfoHeatmapCallback
 from infodecomp.lightning.callbacks.likelihood import LikelihoodCallback
 from infodecomp.lightning.callbacks.mmse import MMSECurveCallback
 from infodecomp.lightning.callbacks.mutual_information import MutualInformationCallback
+from infodecomp.lightning.callbacks.probes import TextProbeCallback
 from infodecomp.lightning.callbacks.samples import SampleGridCallback
 
 __all__ = [
@@ -14,4 +15,5 @@ __all__ = [
     "MMSECurveCallback",
     "MutualInformationCallback",
     "SampleGridCallback",
+    "TextProbeCallback",
 ]

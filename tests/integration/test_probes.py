@@ -1,0 +1,122 @@
+"""Text probes end to end: analyze.py subcommands on a tiny trained run, the callback, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from infodecomp.lightning import DiffusionModule, ShapesDataModule, export_checkpoint, load_module
+from infodecomp.lightning.callbacks import TextProbeCallback
+from infodecomp.models import TextConditionedUNet
+from tests.fixtures import write_aro_sets
+from tests.integration.test_analyze import analyze
+from tests.integration.test_callbacks import fit, last_value, read_metrics
+from tests.integration.test_training import run
+
+TINY_TEXT = ["--data.init_args.n_train", "64", "--data.init_args.n_val", "16", "--data.init_args.batch_size", "8",
+             "--model.backbone.init_args.block_out_channels", "[8, 16]",
+             "--model.backbone.init_args.norm_num_groups", "4", "--model.backbone.init_args.text_dim", "16",
+             "--model.backbone.init_args.text_heads", "2", "--model.backbone.init_args.attention_head_dim", "4"]
+FAST = ["--n-items", "8", "--n-draws", "4"]
+VOCAB = "a above blue circle green left of red square triangle".split()
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("textrun")
+    run(tmp, "shapes_text", *TINY_TEXT)
+    return next((tmp / "logs" / "test").glob("version_*"))
+
+
+@pytest.mark.parametrize("probe", ["heatmap", "compositional", "localize", "intervene"])
+def test_each_probe_writes_a_report(probe: str, text_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / probe
+    extra = ["--steps", "4"] if probe == "intervene" else []
+    res = analyze(probe, str(text_run), "--out", str(out), *FAST, *extra)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    summary = (out / "summary.md").read_text()
+    assert report["probe"] == probe and report["n_items"] == 8 and f"# {probe} probe" in summary
+    if probe == "heatmap":
+        assert set(report["mass_in_mask"]) == {f"{k}/{t}" for k in ("cmi", "mi", "oracle cmi")
+                                               for t in ("colour", "shape")}
+        # the exact denoiser's colour maps lie inside their objects
+        assert report["mass_in_mask"]["oracle cmi/colour"]["mean"] > 0.999
+        assert report["nfe_per_image"] == (2 * 8 + 2) * 4 or report["nfe_per_image"] == (2 * 7 + 2) * 4
+        assert (out / "word_cmi_maps.png").stat().st_size > 5000
+    elif probe == "compositional":
+        assert set(report["accuracy"]) == {"attribute swap", "relation swap", "word order"}
+        assert all(0 <= v["denoising"] <= 1 and report["se"][k]["denoising"] > 0 for k, v in report["accuracy"].items())
+    elif probe == "localize":
+        assert set(report["miou"]) == {"cmi", "mi", "attention", "attention x cmi", "whole image"}
+        assert report["n_calibration"] + report["n_test"] == 32  # four object words per scene
+    else:
+        assert set(report["pixel"]) == {"cmi", "attention"} and report["image"]["cmi"]["se"] >= 0
+        assert (out / "interventions.png").is_file()
+    again = analyze(probe, str(text_run), "--out", str(out), *FAST, *extra)
+    assert again.returncode == 2 and "--overwrite" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+
+
+def test_compositional_on_a_local_aro_set(text_run: Path, tmp_path: Path) -> None:
+    root = write_aro_sets(tmp_path / "aro")
+    out = tmp_path / "aro_report"
+    res = analyze("compositional", str(text_run), "--aro", str(root / "vg"), "--aro-set", "vg-attribution",
+                  "--out", str(out), *FAST)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["aro_set"] == "vg-attribution" and report["count"] == 6 and report["chance"] == 0.5
+    res = analyze("compositional", str(text_run), "--aro", str(root / "coco"), "--aro-set", "coco-order",
+                  "--out", str(tmp_path / "coco"), *FAST)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads((tmp_path / "coco" / "report.json").read_text())["candidates"] == 4
+
+
+def test_probe_errors_exit_2_and_write_nothing(text_run: Path, tmp_path: Path) -> None:
+    from tests.integration.test_analyze import shapes_run  # noqa: F401 (fixture reuse is not needed here)
+
+    out = tmp_path / "out"
+    res = analyze("heatmap", str(tmp_path / "missing.ckpt"), "--out", str(out), *FAST)
+    assert res.returncode == 2 and "not found" in res.stderr and not out.exists()
+    label_run = tmp_path / "labels"
+    run(label_run, "shapes", "--data.init_args.n_train", "32", "--data.init_args.n_val", "8",
+        "--data.init_args.batch_size", "8", "--data.init_args.truth_samples", "500",
+        "--model.backbone.init_args.block_out_channels", "[8, 16]", "--model.backbone.init_args.norm_num_groups", "4")
+    res = analyze("localize", str(label_run), "--out", str(out), *FAST)
+    assert res.returncode == 2 and "text probes need a text-conditioned model" in res.stderr and not out.exists()
+    bad_aro = tmp_path / "empty_aro"
+    bad_aro.mkdir()
+    res = analyze("compositional", str(text_run), "--aro", str(bad_aro), "--out", str(out), *FAST)
+    assert res.returncode == 2 and "annotation file not found" in res.stderr and not out.exists()
+
+
+def test_text_probe_callback_logs_word_mass_and_compositional_accuracy(tmp_path: Path) -> None:
+    dm = ShapesDataModule(size=16, captions=True, n_train=32, n_val=8, batch_size=8)
+    bb = TextConditionedUNet(image_size=16, vocabulary=VOCAB, max_words=9, text_dim=16, text_layers=1, text_heads=2,
+                             block_out_channels=(8, 16), attention_head_dim=4, norm_num_groups=4)
+    module = DiffusionModule(bb, cond_dropout=0.1, word_dropout=0.15)
+    cb = TextProbeCallback(every_n_steps=0, n_eval=8, n_images=2, n_draws=4,
+                           probes=("heatmap", "compositional", "localize", "intervene"))
+    trainer = fit(module, dm, [cb], tmp_path, steps=2)
+    rows = read_metrics(trainer)
+    for key in ("val/word_mass_in_mask/colour", "val/word_mass_in_mask/shape",
+                "val/compositional/attribute_swap/denoising", "val/compositional/word_order/orthogonal",
+                "val/localization/cmi", "val/localization/whole_image", "val/localization/attention_x_cmi"):
+        assert 0 <= last_value(rows, key) <= 1
+    for key in ("val/intervention/pixel/cmi", "val/intervention/image/attention"):
+        assert -1 <= last_value(rows, key) <= 1
+    with pytest.raises(ValueError, match="probes must be a non-empty subset"):
+        TextProbeCallback(probes=("sharpness",))
+    assert list((Path(trainer.loggers[0].log_dir) / "figures").glob("val_word_heatmaps_step*.png"))
+
+
+def test_export_keeps_the_ema_model_and_is_smaller(text_run: Path, tmp_path: Path) -> None:
+    last = next(text_run.rglob("last.ckpt"))
+    small = export_checkpoint(last, tmp_path / "model.ckpt")
+    assert small.stat().st_size < 0.6 * last.stat().st_size
+    full, slim = load_module(last), load_module(small)
+    z, logsnr = torch.randn(2, 3, 16, 16), torch.zeros(2)
+    cond = {"text": full.backbone.words.encode(["a red circle left of a blue square"] * 2)}
+    torch.testing.assert_close(slim(z, logsnr, cond), full(z, logsnr, cond))
