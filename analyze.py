@@ -13,6 +13,13 @@ captioned scenes, writing report.json, figures and summary.md (default: outputs/
     python analyze.py localize                 # word maps -> masks, mIoU vs attention baselines
     python analyze.py intervene --edit swap    # edit a word, regenerate, correlate the change
 
+A local Stable-Diffusion-style pipeline (diffusers format) instead, with --model DIR:
+
+    python analyze.py heatmap --model DIR --image IMG --prompt "a dog on a couch" [--words dog couch]
+    python analyze.py compositional --model DIR --aro DIR --aro-set vg-attribution
+    python analyze.py localize --model DIR --coco COCO_DIR --csv COCO-IT.csv [--devices 2]
+    python analyze.py intervene --model DIR --image IMG --prompt "..." --word dog [--replacement cat]
+
 Writes report.json, PNG figures and report.md (default: <run>/report). Input problems (missing
 checkpoint, a checkpoint of another model, a config that does not match) end with exit status 2
 and one line on stderr; nothing in the output directory is changed.
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from infodecomp.probe_report import PROBES, ProbeSettings, run_probe
 from infodecomp.probes.aro import ARO_SETS
@@ -34,6 +42,32 @@ PROBE_HELP = {
     "localize": "unsupervised localization of object words (mIoU)",
     "intervene": "edit a word, regenerate from the inverted latent, correlate the change with maps",
 }
+
+
+def run_pretrained(args: argparse.Namespace, settings: ProbeSettings):  # noqa: ANN201
+    """The probes on a local Stable-Diffusion pipeline (``--model DIR``)."""
+    from infodecomp import pretrained_report as pr
+
+    def need(*names: str) -> None:
+        missing = [f"--{n.replace('_', '-')}" for n in names if not getattr(args, n, None)]
+        if missing:
+            raise AnalysisError(f"{args.command} --model needs {' and '.join(missing)}")
+
+    out = args.out or f"outputs/probes/{args.command}-{Path(args.model).name}"
+    if args.command == "heatmap":
+        need("image", "prompt")
+        return pr.heatmap(args.model, args.image, args.prompt, out, words=args.words, settings=settings,
+                          overwrite=args.overwrite)
+    if args.command == "compositional":
+        need("aro")
+        return pr.compositional(args.model, args.aro, args.aro_set, out, settings=settings, overwrite=args.overwrite)
+    if args.command == "intervene":
+        need("image", "prompt", "word")
+        return pr.intervene(args.model, args.image, args.prompt, args.word, out, replacement=args.replacement,
+                            settings=settings, overwrite=args.overwrite)
+    need("coco", "csv")
+    return pr.localize(args.model, args.coco, args.csv, out, settings=settings, overwrite=args.overwrite,
+                       devices=args.devices, accelerator=args.accelerator)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +95,20 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--n-draws", type=int, default=32, help="log-SNR draws per item")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--wandb", action="store_true", help="also log the tables and figures to W&B")
+        p.add_argument("--model", default=None, help="a local Stable-Diffusion-style pipeline directory")
+        if name in ("heatmap", "intervene"):
+            p.add_argument("--image", default=None, help="RGB image (with --model)")
+            p.add_argument("--prompt", default=None, help="its caption (with --model)")
+        if name == "heatmap":
+            p.add_argument("--words", nargs="+", default=None, help="words to map (default: all)")
+        if name == "intervene":
+            p.add_argument("--word", default=None, help="the word to omit or replace (with --model)")
+            p.add_argument("--replacement", default=None, help="replace the word instead of omitting it")
+        if name == "localize":
+            p.add_argument("--coco", default=None, help="COCO root: val2017/ and annotations/ (with --model)")
+            p.add_argument("--csv", default=None, help="COCO-IT CSV (with --model)")
+            p.add_argument("--devices", type=int, default=1, help="processes for Lightning's predict (DDP)")
+            p.add_argument("--accelerator", default="auto")
         if name == "compositional":
             p.add_argument("--aro", default=None, help="root of a local ARO set (see infodecomp.probes.aro)")
             p.add_argument("--aro-set", default="vg-relation", choices=ARO_SETS)
@@ -79,8 +127,13 @@ def main(argv: list[str] | None = None) -> int:
                                  edit=getattr(args, "edit", "omit"))
         aro = (args.aro_set, args.aro) if getattr(args, "aro", None) else None
         try:
-            out = run_probe(args.command, args.run, args.out, config=args.config, overwrite=args.overwrite,
-                            settings=settings, wandb=args.wandb, aro=aro)
+            if args.model:
+                out = run_pretrained(args, settings)
+                if out is None:  # a non-zero rank of a multi-process run
+                    return 0
+            else:
+                out = run_probe(args.command, args.run, args.out, config=args.config, overwrite=args.overwrite,
+                                settings=settings, wandb=args.wandb, aro=aro)
         except AnalysisError as err:
             print(f"analyze.py: error: {err}", file=sys.stderr)
             return 2

@@ -95,3 +95,94 @@ def write_aro_sets(root: Path, n: int = 6, size: int = 40) -> Path:
     (vg / "visual_genome_attribution.json").write_text(json.dumps(att))
     (coco / "coco_karpathy_test.json").write_text(json.dumps(karpathy))
     return root
+
+
+def write_tiny_sd_pipeline(root: Path, prediction_type: str = "epsilon", image_size: int = 16,
+                           max_tokens: int = 16) -> Path:
+    """A tiny random Stable-Diffusion pipeline (UNet, VAE, CLIP text encoder and tokenizer, DDPM
+    scheduler with SD's scaled-linear betas) built from configs and saved with ``save_pretrained``.
+
+    The tokenizer knows lower-case letters and a few punctuation marks only (each a token, with
+    and without the end-of-word mark), so any other character is unknown to it.
+    """
+    import json
+
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        DDPMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    root.mkdir(parents=True, exist_ok=True)
+    tok_dir = root / "_tok"
+    tok_dir.mkdir(exist_ok=True)
+    chars = list("abcdefghijklmnopqrstuvwxyz.,'-")
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in chars:
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
+    (tok_dir / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=max_tokens,
+                              pad_token="<|endoftext|>")
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=max_tokens, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                        norm_num_groups=4, sample_size=image_size)
+    unet = UNet2DConditionModel(sample_size=image_size // 2, in_channels=4, out_channels=4,
+                                block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
+                                attention_head_dim=4)
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                              beta_end=0.012, prediction_type=prediction_type, steps_offset=1, clip_sample=False)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(root)
+    import shutil
+
+    shutil.rmtree(tok_dir)
+    return root
+
+
+def write_tiny_coco(root: Path, n_images: int = 4, size: int = 24) -> Path:
+    """COCO-2017-style files: ``val2017/*.jpg``, ``annotations/instances_val2017.json`` (polygon
+    masks of one or two objects per image) and a COCO-IT CSV in the paper's release format."""
+    import json
+
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(3)
+    (root / "val2017").mkdir(parents=True, exist_ok=True)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    cats = [{"id": 1, "name": "cat"}, {"id": 18, "name": "dog"}]
+    images, anns, rows = [], [], []
+    for i in range(n_images):
+        image_id = 1000 + i
+        img = Image.fromarray(rng.integers(0, 80, (size, size + 8, 3), dtype=np.uint8))
+        draw = ImageDraw.Draw(img)
+        x0, y0 = int(rng.integers(0, size // 2)), int(rng.integers(0, size // 2))
+        poly = [x0, y0, x0 + size // 2, y0, x0 + size // 2, y0 + size // 2, x0, y0 + size // 2]
+        draw.polygon([tuple(poly[j : j + 2]) for j in range(0, 8, 2)], fill=(220, 40, 40))
+        name = f"{image_id:012d}.jpg"
+        img.save(root / "val2017" / name)
+        images.append({"id": image_id, "file_name": name, "height": size, "width": size + 8})
+        anns.append({"id": i, "image_id": image_id, "category_id": 1, "segmentation": [poly], "iscrowd": 0})
+        anns.append({"id": 100 + i, "image_id": image_id, "category_id": 18, "iscrowd": 1,
+                     "segmentation": {"counts": "ab", "size": [size, size + 8]}})  # crowd RLE: left out
+        rows.append({"Image ID": image_id, "Label": "cat", "correct_obj+context": "a red cat on a mat.",
+                     "context": "a red  on a mat.", "correct_obj": "cat"})
+    (root / "annotations" / "instances_val2017.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    with (root / "COCO-IT.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root

@@ -1,5 +1,5 @@
 """Denoising backbones: MLP for vectors, diffusers UNets for labelled and captioned images,
-and an adapter for pretrained discrete-time diffusers UNets."""
+an adapter for pretrained discrete-time diffusers UNets, and local Stable-Diffusion pipelines."""
 
 from infodecomp.models.backbones import (
     Backbone,
@@ -11,12 +11,14 @@ from infodecomp.models.backbones import (
     describe,
 )
 from infodecomp.models.pretrained import DiffusersUNetAdapter, logsnr_to_timestep, scheduler_logsnr
+from infodecomp.models.stable_diffusion import StableDiffusionModel
 
 __all__ = [
     "Backbone",
     "DiffusersUNetAdapter",
     "LabelledUNet",
     "MLPBackbone",
+    "StableDiffusionModel",
     "TextConditionedUNet",
     "WordTokenizer",
     "build_backbone",

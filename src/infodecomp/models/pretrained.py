@@ -47,6 +47,17 @@ def logsnr_to_timestep(logsnr: Tensor, table: Tensor) -> Tensor:
     return (len(rev) - 1) - pos_rev
 
 
+def noise_prediction(out: Tensor, z: Tensor, logsnr: Tensor, prediction_type: str) -> Tensor:
+    """A scheduler-convention UNet output as a noise prediction (``epsilon`` or ``v_prediction``)."""
+    if prediction_type == "epsilon":
+        return out
+    if prediction_type != "v_prediction":
+        raise ValueError(f"prediction_type {prediction_type!r} is not supported (epsilon, v_prediction)")
+    a, s = signal_noise_scales(logsnr.to(z.dtype))
+    shape = (-1,) + (1,) * (z.ndim - 1)
+    return a.reshape(shape) * out + s.reshape(shape) * z  # eps from v = a eps - s x
+
+
 class DiffusersUNetAdapter(Backbone):
     """A pretrained ``UNet2DModel`` / ``UNet2DConditionModel`` plus its scheduler, as a backbone.
 
@@ -101,9 +112,4 @@ class DiffusersUNetAdapter(Backbone):
             if (labels < 0).any():
                 raise ValueError("this pretrained class-conditional UNet has no null class; give every label")
             kwargs["class_labels"] = labels
-        out = self.unet(z, t, **kwargs).sample
-        if self.prediction_type == "epsilon":
-            return out
-        a, s = signal_noise_scales(logsnr.to(z.dtype))
-        shape = (-1,) + (1,) * (z.ndim - 1)
-        return a.reshape(shape) * out + s.reshape(shape) * z  # eps from v = a eps - s x
+        return noise_prediction(self.unet(z, t, **kwargs).sample, z, logsnr, self.prediction_type)

@@ -101,27 +101,43 @@ def word_attention_maps(
 ) -> Tensor:
     """Aggregated cross-attention map of each word: ``(B, K, H, W)`` (NaN in unused slots).
 
-    The UNet runs on the images noised at each log-SNR in ``logsnrs`` (fixed noise from
-    ``seed``) with the full caption, ``max_batch`` images at a time; each word's map sums its
-    tokens' maps.
+    The UNet runs on the images noised at each log-SNR in ``logsnrs`` (fixed noise per image
+    from ``seed``) with the full caption, ``max_batch`` images at a time; each word's map sums
+    its tokens' maps.
     """
     model = TextModel.from_module(model)
     model.check_images(x)
-    if model.unet is None:
-        raise ValueError("attention maps need the model's diffusers UNet (TextModel.unet is None)")
     parsed = [caption_words(c, model.max_words) for c in captions]
     positions = [word_positions(ws, words, c) for ws, c in zip(parsed, captions, strict=True)]
-    prompts = [" ".join(ws) for ws in parsed]
+    token_sets = []
+    for ws, pos in zip(parsed, positions, strict=True):
+        tokens = model.token_positions(ws)
+        token_sets.append([tokens[p] for p in pos])
+    return token_attention_maps(model, x, [" ".join(ws) for ws in parsed], token_sets, logsnrs=logsnrs, seed=seed,
+                                max_batch=max_batch)
+
+
+@torch.no_grad()
+def token_attention_maps(
+    model: TextModel, x: Tensor, prompts: Sequence[str], token_sets: Sequence[Sequence[Sequence[int]]], *,
+    logsnrs: Sequence[float] = (-4.0, -2.0, 0.0, 2.0, 4.0), seed: int = 0, max_batch: int = 256,
+    sample_ids: Sequence[int] | None = None,
+) -> Tensor:
+    """Cross-attention maps ``(B, K, H, W)``: for image ``b``, map ``k`` sums encoder positions
+    ``token_sets[b][k]`` (an empty set gives NaN). Noise depends on ``(seed, sample id, level)``."""
+    if model.unet is None:
+        raise ValueError("attention maps need the model's diffusers UNet (TextModel.unet is None)")
+    ids = list(sample_ids) if sample_ids is not None else list(range(x.shape[0]))
     size = tuple(x.shape[-2:])
     parts = []
     for i0 in range(0, x.shape[0], max_batch):  # images in chunks: memory is bounded by max_batch
         xs = x[i0 : i0 + max_batch]
-        cond = model.encode(prompts[i0 : i0 + max_batch])
+        cond = model.encode(list(prompts[i0 : i0 + max_batch]))
         gen = torch.Generator(device=x.device)
         with record_cross_attention(model.unet, size) as store:
             for j, level in enumerate(logsnrs):
-                # each image's noise depends only on (seed, image index, level): chunking changes nothing
-                eps = torch.stack([torch.randn(xs.shape[1:], generator=gen.manual_seed(derive_seed(seed, i0 + i, j)),
+                # each image's noise depends only on (seed, sample id, level): chunking changes nothing
+                eps = torch.stack([torch.randn(xs.shape[1:], generator=gen.manual_seed(derive_seed(seed, ids[i0 + i], j)),
                                                device=x.device, dtype=x.dtype) for i in range(xs.shape[0])])
                 logsnr = torch.full((xs.shape[0],), float(level), device=x.device, dtype=x.dtype)
                 model(add_noise(xs, logsnr, eps), logsnr, cond)
@@ -129,10 +145,10 @@ def word_attention_maps(
             raise ValueError("no cross-attention was recorded: does the denoiser run model.unet?")
         parts.append((store.total / max(store.calls, 1)).cpu())  # (b, T, H, W)
     total = torch.cat(parts)
-    k_max = max(len(p) for p in positions)
+    k_max = max((len(t) for t in token_sets), default=0)
     out = torch.full((x.shape[0], k_max) + size, float("nan"))
-    for b, (ws, pos) in enumerate(zip(parsed, positions, strict=True)):
-        tokens = model.token_positions(ws)
-        for k, p in enumerate(pos):
-            out[b, k] = total[b, tokens[p]].sum(0).cpu()
+    for b, sets in enumerate(token_sets):
+        for k, tokens in enumerate(sets):
+            if tokens:
+                out[b, k] = total[b, list(tokens)].sum(0)
     return out
