@@ -124,26 +124,16 @@ def heatmap(model_dir: str | Path, image: str | Path, prompt: str, out: str | Pa
 
 def compositional(model_dir: str | Path, aro_root: str | Path, aro_set: str, out: str | Path, *,
                   settings: ProbeSettings | None = None, overwrite: bool = False) -> Path:
-    from infodecomp.probe_report import aro_images
-    from infodecomp.probes import load_aro, multiple_choice_accuracy, score_captions
+    from infodecomp.probe_report import probe_aro
 
     s = settings or ProbeSettings()
     model = load_sd(model_dir)
 
     def compute(tmp: Path) -> dict:
-        try:
-            items = load_aro(aro_set, aro_root, seed=s.seed, limit=s.n_items)
-            x = aro_images(items, (3, model.image_size(), model.image_size()))
-            lat = torch.cat([model.encode_images(x[i : i + 16]) for i in range(0, len(x), 16)])
-            scores = score_captions(model, lat, [list(i.captions) for i in items], n_draws=s.n_draws, seed=s.seed,
-                                    sampler=model.sampler(), max_batch=s.max_batch, progress=s.progress)
-        except ValueError as err:
-            raise AnalysisError(str(err)) from err
-        acc = multiple_choice_accuracy(scores)
-        n_cand = len(items[0].captions)
-        return {"probe": "compositional", "model": str(model_dir), "aro_set": aro_set, "count": len(items),
-                "candidates": n_cand, "chance": 1 / n_cand, "settings": asdict(s),
-                "accuracy": {k: v[0] for k, v in acc.items()}, "se": {k: v[1] for k, v in acc.items()}}
+        size = model.image_size()
+        result = probe_aro(model, aro_set, Path(aro_root), s, image_shape=(3, size, size),
+                           encode=model.encode_images, sampler=model.sampler())
+        return {"probe": "compositional", "model": str(model_dir), "settings": asdict(s), **result}
 
     def summary(r: dict) -> str:
         lines = [f"# compositional: {r['aro_set']} ({r['count']} items, chance {100 * r['chance']:.0f}%)", "",

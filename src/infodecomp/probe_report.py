@@ -177,15 +177,22 @@ def aro_images(items: Sequence[Any], shape: Sequence[int]) -> Tensor:
     return torch.stack(out)
 
 
-def probe_aro(model: TextModel, name: str, root: Path, s: ProbeSettings) -> dict:
-    """Accuracy of picking the true caption among an ARO set's candidates, for both scores."""
+def probe_aro(model: TextModel, name: str, root: Path, s: ProbeSettings, *, image_shape: Sequence[int] | None = None,
+              encode: Callable[[Tensor], Tensor] | None = None, sampler: Any = None) -> dict:
+    """Accuracy of picking the true caption among an ARO set's candidates, for both scores.
+
+    Images are read at ``image_shape`` (default: the model's input) and passed through
+    ``encode`` (e.g. a VAE) when given.
+    """
     from infodecomp.probes import load_aro, multiple_choice_accuracy, score_captions
 
     try:
         items = load_aro(name, root, seed=s.seed, limit=s.n_items)
-        x = aro_images(items, model.image_shape)
+        x = aro_images(items, image_shape or model.image_shape)
+        if encode is not None:
+            x = torch.cat([encode(x[i : i + 16]) for i in range(0, len(x), 16)])
         scores = score_captions(model, x, [list(i.captions) for i in items], n_draws=s.n_draws, seed=s.seed,
-                                max_batch=s.max_batch, progress=s.progress)
+                                sampler=sampler, max_batch=s.max_batch, progress=s.progress)
     except ValueError as err:
         raise AnalysisError(str(err)) from err
     acc = multiple_choice_accuracy(scores)
