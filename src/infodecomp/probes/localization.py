@@ -17,7 +17,8 @@ from torch import Tensor
 
 from infodecomp.probes.text import check_masks
 
-DEFAULT_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+# finer near zero: information maps are peaked, and their best cut often lies below 5% of the peak
+DEFAULT_THRESHOLDS = (0.005, 0.01, 0.02, 0.03, 0.04) + tuple(round(0.05 * i, 2) for i in range(1, 20))
 
 
 def normalise(maps: Tensor) -> Tensor:
