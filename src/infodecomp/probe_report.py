@@ -386,11 +386,9 @@ def log_probe_to_wandb(out: Path, result: Mapping[str, Any]) -> None:
     """Log a probe's tables and figures as a W&B run (offline without credentials)."""
     import wandb
 
-    from infodecomp.lightning.loggers import wandb_credentials_available
+    from infodecomp.report import analysis_run
 
-    mode = "online" if wandb_credentials_available() else "offline"
-    run = wandb.init(project="infodecomp", job_type=f"probe-{result['probe']}", dir=str(out), mode=mode,
-                     config={"checkpoint": result["checkpoint"], **result["settings"]})
+    run = analysis_run(out, f"probe-{result['probe']}", {"checkpoint": result["checkpoint"], **result["settings"]})
     p = result["probe"]
     if p == "heatmap":
         rows = [[k, v["mean"], v["se"], v["n"]] for k, v in result["mass_in_mask"].items()]

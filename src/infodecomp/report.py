@@ -336,14 +336,21 @@ def render_markdown(r: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def log_report_to_wandb(out: Path, result: Mapping[str, Any]) -> None:
-    """Log the report's tables and figures as a W&B run (offline without credentials)."""
+def analysis_run(out: Path, job_type: str, config: Mapping[str, Any]) -> Any:
+    """A W&B run for an analysis written to ``out`` (online with credentials, offline otherwise)."""
     import wandb
 
     from infodecomp.lightning.loggers import wandb_credentials_available
 
     mode = "online" if wandb_credentials_available() else "offline"
-    run = wandb.init(project="infodecomp", job_type="analysis", dir=str(out), mode=mode, config={"checkpoint": result["checkpoint"]})
+    return wandb.init(project="infodecomp", job_type=job_type, dir=str(out), mode=mode, config=dict(config))
+
+
+def log_report_to_wandb(out: Path, result: Mapping[str, Any]) -> None:
+    """Log the report's tables and figures as a W&B run (offline without credentials)."""
+    import wandb
+
+    run = analysis_run(out, "analysis", {"checkpoint": result["checkpoint"]})
     if result.get("information"):
         cols = ["name", "estimate", "se", "truth", "oracle_estimate"]
         run.log({"report/information": wandb.Table(columns=cols, data=[[row.get(c) for c in cols] for row in result["information"]])})

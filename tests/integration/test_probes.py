@@ -120,3 +120,12 @@ def test_export_keeps_the_ema_model_and_is_smaller(text_run: Path, tmp_path: Pat
     z, logsnr = torch.randn(2, 3, 16, 16), torch.zeros(2)
     cond = {"text": full.backbone.words.encode(["a red circle left of a blue square"] * 2)}
     torch.testing.assert_close(slim(z, logsnr, cond), full(z, logsnr, cond))
+
+
+def test_probe_tables_go_to_wandb_offline(text_run: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "wb"
+    res = analyze("compositional", str(text_run), "--out", str(out), "--wandb", *FAST)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert runs and b"probe/compositional" in runs[0].read_bytes()
