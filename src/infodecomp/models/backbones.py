@@ -146,6 +146,30 @@ def coordinate_channels(z: Tensor) -> Tensor:
     return torch.stack([rows, cols])[None].expand(b, 2, h, w)
 
 
+class SNRGate(nn.Module):
+    """Per-channel gates in ``(0, 1)`` for ``n`` condition embeddings, learned as a function of log-SNR.
+
+    Where the noise is small the image already determines its labels, so the exact conditional
+    and unconditional denoisers agree; a network whose label embedding shifts every block can
+    only approximate that agreement, and its leftover label-dependent output is read as
+    information by the estimators. The gate gives it a direct way to switch a label off at the
+    noise levels where the label does not help. It starts open (about 0.95).
+    """
+
+    def __init__(self, n: int, dim: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.n, self.dim = n, dim
+        self.embed = FourierLogSNREmbedding(hidden)
+        self.out = nn.Linear(hidden, n * dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.constant_(self.out.bias, 3.0)
+
+    def forward(self, logsnr: Tensor) -> Tensor:
+        """``(B, n, dim)`` gates."""
+        h = nn.functional.silu(self.embed(logsnr))
+        return torch.sigmoid(self.out(h)).view(-1, self.n, self.dim)
+
+
 class LabelledUNet(Backbone):
     """diffusers ``UNet2DModel`` conditioned on discrete attributes.
 
@@ -159,6 +183,8 @@ class LabelledUNet(Backbone):
         layers_per_block: ResNet layers per level.
         attention: use self-attention at the lowest resolution.
         coordinates: append pixel-coordinate channels to the input (see :func:`coordinate_channels`).
+        snr_gate: multiply each attribute's embedding by a learned gate in ``(0, 1)`` per
+            embedding channel, a function of log-SNR (see :class:`SNRGate`).
     """
 
     def __init__(
@@ -171,6 +197,7 @@ class LabelledUNet(Backbone):
         attention: bool = False,
         norm_num_groups: int = 8,
         coordinates: bool = True,
+        snr_gate: bool = False,
     ) -> None:
         super().__init__()
         from diffusers import UNet2DModel
@@ -179,7 +206,8 @@ class LabelledUNet(Backbone):
         block_out_channels = tuple(int(c) for c in block_out_channels)
         self.init_args = {"image_size": image_size, "channels": channels, "attributes": attributes,
                           "block_out_channels": list(block_out_channels), "layers_per_block": layers_per_block,
-                          "attention": attention, "norm_num_groups": norm_num_groups, "coordinates": coordinates}
+                          "attention": attention, "norm_num_groups": norm_num_groups, "coordinates": coordinates,
+                          "snr_gate": snr_gate}
         self.input_shape = (channels, image_size, image_size)
         self.condition_spec = {k: ("label", n) for k, n in attributes.items()}
         self.coordinates = coordinates
@@ -194,12 +222,16 @@ class LabelledUNet(Backbone):
         self.labels = nn.ModuleDict({k: nn.Embedding(n + 1, temb) for k, n in attributes.items()})
         for table in self.labels.values():
             nn.init.normal_(table.weight, std=0.02)
+        self.gate = SNRGate(len(self.labels), temb) if snr_gate and attributes else None
 
     def forward(self, z: Tensor, logsnr: Tensor, cond: Mapping[str, Tensor]) -> Tensor:
         class_emb = None
-        for name, table in self.labels.items():
+        gates = self.gate(logsnr) if self.gate is not None else None
+        for i, (name, table) in enumerate(self.labels.items()):
             lab = cond[name]
             e = table(torch.where(lab < 0, torch.full_like(lab, table.num_embeddings - 1), lab))
+            if gates is not None:
+                e = e * gates[:, i].to(e.dtype)
             class_emb = e if class_emb is None else class_emb + e
         t = logsnr_to_time(logsnr).to(z.dtype)
         inp = torch.cat([z, coordinate_channels(z)], dim=1) if self.coordinates else z
