@@ -62,9 +62,17 @@ def test_mutual_information_callback_logs_truth_error_and_oracle(tmp_path: Path)
         assert last_value(rows, f"val/cmi/{v}") >= 0
         # the exact oracle on the same draws is close to the exact value: Monte-Carlo error is small
         assert abs(last_value(rows, f"val/mi_oracle/{v}") - truth) < 0.35
+        # the standard estimator rides on the same draws, under its own keys
+        assert last_value(rows, f"val/mi_standard_true/{v}") == pytest.approx(truth)
+        std = last_value(rows, f"val/mi_standard/{v}")
+        assert last_value(rows, f"val/mi_standard_abs_error/{v}") == pytest.approx(abs(std - truth), rel=1e-4)
+        assert last_value(rows, f"val/mi_standard_se/{v}") > 0
+        assert last_value(rows, f"val/mi_standard_oracle/{v}") != last_value(rows, f"val/mi_oracle/{v}")
+        assert last_value(rows, f"val/mi_standard/{v}") != last_value(rows, f"val/mi/{v}")
     steps = sorted({int(r["step"]) for r in rows if r.get("val/mi/shape")})
     assert steps == [2, 4]  # every_n_steps, and at the end (step 4 counted once)
     assert [r["name"] for r in cb.final_rows][:2] == ["mi/shape", "cmi/shape"]
+    assert {r["estimator"] for r in cb.final_rows} == {"orthogonal", "standard"}
     run = Path(trainer.loggers[0].log_dir)
     assert list((run / "figures").glob("val_information_step*.png"))
     table = json.loads(next((run / "tables").glob("val_information_table_step000004.json")).read_text())
@@ -113,6 +121,8 @@ def test_callbacks_on_vector_data_against_gaussian_oracle(tmp_path: Path) -> Non
 def test_bad_callback_arguments() -> None:
     with pytest.raises(ValueError, match="n_eval"):
         MutualInformationCallback(n_eval=1)
+    with pytest.raises(ValueError, match="estimators must be distinct"):
+        MutualInformationCallback(estimators=("orthogonal", "classifier"))
     with pytest.raises(ValueError, match="every_n_steps"):
         MMSECurveCallback(every_n_steps=-1)
     with pytest.raises(ValueError, match="kind"):

@@ -43,6 +43,8 @@ PAIRINGS = {
                                   "--data.init_args.n_val", "64", "--model.backbone.init_args.dim", "2",
                                   "--model.backbone.init_args.vector_conditions", '{"y": 2, "c": 2}']),
     "shapes-text": ("shapes_text", SMALL_IMAGES),
+    "shapes-labels-stable-target": ("shapes", SMALL_IMAGES + ["--model.stable_target", "16"]),
+    "shapes-text-stable-target": ("shapes_text", SMALL_IMAGES + ["--model.stable_target", "16"]),
 }
 
 

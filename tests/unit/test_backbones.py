@@ -49,3 +49,29 @@ def test_gate_round_trips_through_the_backbone_config() -> None:
     rebuilt.load_state_dict(net.state_dict())
     plain = LabelledUNet(image_size=8, attributes=ATTRS, block_out_channels=(8, 8), norm_num_groups=4)
     assert plain.gate is None and not any(k.startswith("gate.") for k in plain.state_dict())
+
+
+def test_fading_gate_is_bounded_by_a_decreasing_envelope_that_reaches_zero() -> None:
+    gate = SNRGate(3, 16, fade=4.0)
+    with torch.no_grad():
+        gate.out.weight.normal_(std=5.0)  # whatever the free part learns...
+    alphas = torch.linspace(-12, 12, 49)
+    g = gate(alphas)
+    envelope = torch.sigmoid(-1.5 * (alphas - 4.0))
+    assert bool((g <= envelope[:, None, None] + 1e-6).all())  # ...it stays under the envelope
+    assert g[alphas == 12.0].max() < 1e-5  # shut where no label can add anything
+    assert SNRGate(3, 16, fade=4.0)(torch.tensor([-4.0])).min() > 0.94  # and starts open there
+    # the envelope's position and steepness are learned
+    names = {n for n, p in gate.named_parameters() if p.requires_grad}
+    assert {"fade", "rate"} <= names
+
+
+def test_fading_gate_round_trips_through_the_backbone_config() -> None:
+    net = LabelledUNet(image_size=8, attributes=ATTRS, block_out_channels=(8, 8), norm_num_groups=4,
+                       snr_gate=True, gate_fade=3.0)
+    rebuilt = build_backbone(net.config)
+    assert rebuilt.gate.fade is not None
+    rebuilt.load_state_dict(net.state_dict())
+    z, logsnr, cond, _ = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(z, logsnr, cond), net(z, logsnr, cond))

@@ -22,8 +22,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from infodecomp.diffusion.channel import add_noise, signal_noise_scales
 from infodecomp.diffusion.proposals import TruncatedLogistic
+from infodecomp.diffusion.targets import ReferenceQueue, stable_target
 from infodecomp.models.backbones import Backbone, build_backbone, describe
-from infodecomp.models.conditioning import batch_conditions, complete_condition, drop_conditions
+from infodecomp.models.conditioning import batch_conditions, complete_condition, condition_matches, drop_conditions
 
 log = logging.getLogger(__name__)
 Loss = Literal["information", "eps_mse", "v_mse"]
@@ -49,6 +50,12 @@ class DiffusionModule(pl.LightningModule):
         cond_dropout: probability that each conditioning variable of each example is replaced
             by its null during training.
         word_dropout: probability that each word of a caption is removed (text backbones).
+        stable_target: size of the reference set for Stable Target Field training targets
+            (Xu et al., ICLR 2023; :mod:`infodecomp.diffusion.targets`): the regression target
+            becomes a posterior mean over the batch and the last ``stable_target`` training
+            examples whose conditions agree, in place of the one example. It cuts the gradient
+            noise where the noise is large, which is where the unconditional and single-label
+            branches that MI compares are learned. ``0`` (default) uses the ordinary target.
         ema_decay: decay of the exponential moving average used for evaluation.
         lr, weight_decay, betas: AdamW settings.
         warmup_steps: linear warm-up, then cosine decay to ``min_lr_ratio * lr`` over training.
@@ -65,6 +72,7 @@ class DiffusionModule(pl.LightningModule):
         logsnr_clip: float = 6.0,
         cond_dropout: float = 0.2,
         word_dropout: float = 0.15,
+        stable_target: int = 0,
         ema_decay: float = 0.999,
         lr: float = 2e-3,
         weight_decay: float = 0.0,
@@ -83,6 +91,8 @@ class DiffusionModule(pl.LightningModule):
         for name, p in (("cond_dropout", cond_dropout), ("word_dropout", word_dropout)):
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {p}")
+        if stable_target < 0:
+            raise ValueError(f"stable_target must be >= 0 (0 turns it off), got {stable_target}")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         if not isinstance(backbone, Backbone):
@@ -94,6 +104,7 @@ class DiffusionModule(pl.LightningModule):
         self.ema.requires_grad_(False)
         self.proposal = TruncatedLogistic(logsnr_loc, logsnr_scale, logsnr_clip)
         self._dropout_gen = torch.Generator()
+        self._references = ReferenceQueue(stable_target, backbone.pad_id) if stable_target else None
 
     # ---- the denoiser -------------------------------------------------------------------------
     @property
@@ -148,7 +159,7 @@ class DiffusionModule(pl.LightningModule):
     def _loss(self, batch: Mapping[str, Any], train: bool, net: torch.nn.Module | None = None) -> Tensor:
         x0 = batch["x"]
         n = x0.shape[0]
-        cond = {k: v for k, v in self.condition_for(batch).items() if k in self.condition_spec}
+        full = cond = {k: v for k, v in self.condition_for(batch).items() if k in self.condition_spec}
         if train:
             cond = drop_conditions(
                 cond, self.condition_spec, self.hparams.cond_dropout, self._dropout_gen,
@@ -161,6 +172,8 @@ class DiffusionModule(pl.LightningModule):
         z = add_noise(x0, logsnr, eps)
         net = self.backbone if net is None else net
         eps_hat = self._eps_hat(net, z, logsnr, self._complete(cond, n, x0.device))
+        if train and self._references is not None:
+            eps = self._stable_target(x0, z, logsnr64, cond, full)
         per_sample = (eps - eps_hat).float().square().flatten(1).mean(1)
         if self.hparams.loss == "v_mse":
             return (per_sample * (1 + torch.exp(-logsnr64)).float()).mean()
@@ -169,6 +182,15 @@ class DiffusionModule(pl.LightningModule):
             weight = torch.exp(-self.proposal.log_prob(logsnr64)).float() / width
             return (weight * per_sample).mean()
         return per_sample.mean()
+
+    def _stable_target(self, x0: Tensor, z: Tensor, logsnr: Tensor, cond: Mapping[str, Tensor], full: Mapping[str, Tensor]) -> Tensor:
+        refs, ref_cond = self._references.with_batch(x0, full)
+        n = x0.shape[0]
+        match = condition_matches(cond, ref_cond, self.condition_spec, (n, refs.shape[0]), x0.device, self.backbone.pad_id)
+        # an example always stands for itself, also when word dropout left it a caption that no
+        # full caption equals (it then keeps its ordinary target)
+        match[torch.arange(n), torch.arange(n)] = True
+        return stable_target(z, logsnr, refs, match)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         loss = self._loss(batch, train=True)

@@ -9,6 +9,7 @@ name present, "not given" encoded by the kind's null value).
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -154,20 +155,35 @@ class SNRGate(nn.Module):
     only approximate that agreement, and its leftover label-dependent output is read as
     information by the estimators. The gate gives it a direct way to switch a label off at the
     noise levels where the label does not help. It starts open (about 0.95).
+
+    Nothing rewards closing a gate where a label is merely useless, so on its own the gate can
+    stay ajar at high SNR, where training rarely looks. ``fade`` adds a learned, decreasing
+    envelope ``sigmoid(-rate * (alpha - fade))`` per channel (starting at ``rate = 1.5``): it is
+    the shape of what a label can add, since ``I(x; y | z_alpha) = H(y | z_alpha) - H(y | x)``
+    never grows with SNR, and it reaches zero, so conditional and unconditional outputs meet.
     """
 
-    def __init__(self, n: int, dim: int, hidden: int = 64) -> None:
+    def __init__(self, n: int, dim: int, hidden: int = 64, fade: float | None = None) -> None:
         super().__init__()
         self.n, self.dim = n, dim
         self.embed = FourierLogSNREmbedding(hidden)
         self.out = nn.Linear(hidden, n * dim)
         nn.init.zeros_(self.out.weight)
         nn.init.constant_(self.out.bias, 3.0)
+        if fade is not None:
+            self.fade = nn.Parameter(torch.full((n, dim), float(fade)))
+            self.rate = nn.Parameter(torch.full((n, dim), math.log(math.expm1(1.5))))  # softplus -> 1.5
+        else:
+            self.fade = self.rate = None
 
     def forward(self, logsnr: Tensor) -> Tensor:
         """``(B, n, dim)`` gates."""
         h = nn.functional.silu(self.embed(logsnr))
-        return torch.sigmoid(self.out(h)).view(-1, self.n, self.dim)
+        gate = torch.sigmoid(self.out(h)).view(-1, self.n, self.dim)
+        if self.fade is not None:
+            rate = nn.functional.softplus(self.rate)
+            gate = gate * torch.sigmoid(-rate * (logsnr.to(gate.dtype).view(-1, 1, 1) - self.fade))
+        return gate
 
 
 class LabelledUNet(Backbone):
@@ -185,6 +201,8 @@ class LabelledUNet(Backbone):
         coordinates: append pixel-coordinate channels to the input (see :func:`coordinate_channels`).
         snr_gate: multiply each attribute's embedding by a learned gate in ``(0, 1)`` per
             embedding channel, a function of log-SNR (see :class:`SNRGate`).
+        gate_fade: give the gate a learned decreasing envelope, at half height at this log-SNR
+            to start with (see :class:`SNRGate`); ``None`` for none.
     """
 
     def __init__(
@@ -198,6 +216,7 @@ class LabelledUNet(Backbone):
         norm_num_groups: int = 8,
         coordinates: bool = True,
         snr_gate: bool = False,
+        gate_fade: float | None = None,
     ) -> None:
         super().__init__()
         from diffusers import UNet2DModel
@@ -207,7 +226,7 @@ class LabelledUNet(Backbone):
         self.init_args = {"image_size": image_size, "channels": channels, "attributes": attributes,
                           "block_out_channels": list(block_out_channels), "layers_per_block": layers_per_block,
                           "attention": attention, "norm_num_groups": norm_num_groups, "coordinates": coordinates,
-                          "snr_gate": snr_gate}
+                          "snr_gate": snr_gate, "gate_fade": gate_fade}
         self.input_shape = (channels, image_size, image_size)
         self.condition_spec = {k: ("label", n) for k, n in attributes.items()}
         self.coordinates = coordinates
@@ -222,7 +241,7 @@ class LabelledUNet(Backbone):
         self.labels = nn.ModuleDict({k: nn.Embedding(n + 1, temb) for k, n in attributes.items()})
         for table in self.labels.values():
             nn.init.normal_(table.weight, std=0.02)
-        self.gate = SNRGate(len(self.labels), temb) if snr_gate and attributes else None
+        self.gate = SNRGate(len(self.labels), temb, fade=gate_fade) if snr_gate and attributes else None
 
     def forward(self, z: Tensor, logsnr: Tensor, cond: Mapping[str, Tensor]) -> Tensor:
         class_emb = None

@@ -117,3 +117,36 @@ def remove_tokens(ids: Tensor, remove: Tensor, pad_id: int) -> Tensor:
     n_keep = keep.sum(1, keepdim=True)
     positions = torch.arange(ids.shape[1], device=ids.device)[None, :]
     return torch.where(positions < n_keep, shifted, torch.full_like(shifted, pad_id))
+
+
+def condition_matches(
+    cond: Mapping[str, Tensor], refs: Mapping[str, Tensor], spec: Mapping[str, tuple[Kind, int]],
+    shape: tuple[int, int], device: torch.device | str = "cpu", pad_id: int = 0,
+) -> Tensor:
+    """``shape = (B, R)`` bool: is reference ``j`` (with full conditions ``refs``) consistent with what
+    example ``i`` is given in ``cond`` (after dropout)?
+
+    A variable that ``i`` is not given matches every reference; a given one must be equal
+    (labels, vectors) or the same token sequence (text). So the matching references of ``i``
+    are samples of ``p(x | what i is given)``, which is what a stable target averages over.
+    """
+    match = torch.ones(shape, dtype=torch.bool, device=device)
+    for name, (kind, _) in spec.items():
+        value, ref = cond.get(name), refs.get(name)
+        if value is None:
+            continue
+        if ref is None:
+            raise ValueError(f"references carry no {name!r}, which the examples are given")
+        if kind == "label":
+            given, same = value >= 0, value[:, None] == ref[None, :]
+        elif kind == "vector":
+            given, same = ~torch.isnan(value).all(1), (value[:, None, :] == ref[None, :, :]).all(-1)
+        elif kind == "text":
+            width = max(value.shape[1], ref.shape[1])
+            value = torch.nn.functional.pad(value, (0, width - value.shape[1]), value=pad_id)
+            ref = torch.nn.functional.pad(ref, (0, width - ref.shape[1]), value=pad_id)
+            given, same = (value != pad_id).any(1), (value[:, None, :] == ref[None, :, :]).all(-1)
+        else:
+            raise ValueError(f"unknown condition kind {kind!r}")
+        match &= ~given[:, None] | same
+    return match
