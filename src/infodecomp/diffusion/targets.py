@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from infodecomp.diffusion.channel import signal_noise_scales
+from infodecomp.models.conditioning import pad_tokens
 
 
 def stable_target(z: Tensor, logsnr: Tensor, refs: Tensor, match: Tensor | None = None) -> Tensor:
@@ -92,6 +93,5 @@ def _cat_padded(a: Tensor, b: Tensor, pad_id: int) -> Tensor:
     """Concatenate along the batch, right-padding token rows of different widths."""
     if a.ndim == 2 and a.dtype == torch.long and a.shape[1] != b.shape[1]:
         width = max(a.shape[1], b.shape[1])
-        a = torch.nn.functional.pad(a, (0, width - a.shape[1]), value=pad_id)
-        b = torch.nn.functional.pad(b, (0, width - b.shape[1]), value=pad_id)
+        a, b = pad_tokens(a, width, pad_id), pad_tokens(b, width, pad_id)
     return torch.cat([a, b])

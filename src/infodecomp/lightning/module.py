@@ -24,7 +24,12 @@ from infodecomp.diffusion.channel import add_noise, signal_noise_scales
 from infodecomp.diffusion.proposals import TruncatedLogistic
 from infodecomp.diffusion.targets import ReferenceQueue, stable_target
 from infodecomp.models.backbones import Backbone, build_backbone, describe
-from infodecomp.models.conditioning import batch_conditions, complete_condition, condition_matches, drop_conditions
+from infodecomp.models.conditioning import (
+    batch_conditions,
+    complete_condition,
+    condition_matches,
+    drop_conditions,
+)
 
 log = logging.getLogger(__name__)
 Loss = Literal["information", "eps_mse", "v_mse"]

@@ -60,6 +60,11 @@ def complete_condition(
     return out
 
 
+def pad_tokens(ids: Tensor, width: int, pad_id: int = 0) -> Tensor:
+    """Right-pad ``(B, L)`` token rows to ``width`` columns."""
+    return torch.nn.functional.pad(ids, (0, width - ids.shape[1]), value=pad_id)
+
+
 def batch_conditions(
     conds: Sequence[Mapping[str, Tensor] | None], sizes: Sequence[int], spec: Mapping[str, tuple[Kind, int]],
     device: torch.device | str, pad_id: int = 0,
@@ -71,7 +76,7 @@ def batch_conditions(
         values = [p[name] for p in parts]
         if kind == "text":
             width = max(v.shape[1] for v in values)
-            values = [torch.nn.functional.pad(v, (0, width - v.shape[1]), value=pad_id) for v in values]
+            values = [pad_tokens(v, width, pad_id) for v in values]
         merged[name] = torch.cat(values)
     return merged
 
@@ -143,8 +148,7 @@ def condition_matches(
             given, same = ~torch.isnan(value).all(1), (value[:, None, :] == ref[None, :, :]).all(-1)
         elif kind == "text":
             width = max(value.shape[1], ref.shape[1])
-            value = torch.nn.functional.pad(value, (0, width - value.shape[1]), value=pad_id)
-            ref = torch.nn.functional.pad(ref, (0, width - ref.shape[1]), value=pad_id)
+            value, ref = pad_tokens(value, width, pad_id), pad_tokens(ref, width, pad_id)
             given, same = (value != pad_id).any(1), (value[:, None, :] == ref[None, :, :]).all(-1)
         else:
             raise ValueError(f"unknown condition kind {kind!r}")
