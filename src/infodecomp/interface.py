@@ -51,6 +51,44 @@ class SupportsConditionBatching(Protocol):
     def batch_conditions(self, conds: Sequence[Cond], sizes: Sequence[int]) -> Cond: ...
 
 
+@runtime_checkable
+class GroundTruthSource(Protocol):
+    """Data that know their exact information: ``ground_truth()`` returns an object with
+    ``mutual_information``, ``conditional_mutual_information`` (``{variable: nats}``),
+    ``standard_errors`` and ``oracle`` (an exact :class:`Denoiser` or ``None``), or ``None``."""
+
+    def ground_truth(self) -> Any: ...
+
+
+@runtime_checkable
+class EvaluationData(Protocol):
+    """What evaluation needs of a data module: a validation set of dict items (``x``, ``cond``
+    and optionally ``masks``, ``captions``), the shape of ``x`` and the condition names.
+
+    ``setup("fit")`` fills ``val_set``; :class:`GroundTruthSource` is optional on top.
+    """
+
+    val_set: Any
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+
+    def setup(self, stage: str) -> None: ...
+
+
+@runtime_checkable
+class CaptionedWorld(Protocol):
+    """A world whose captions name objects: ``word_masks(captions, masks)`` gives, for every
+    word of every caption, the mask of the object it describes and whether it describes one."""
+
+    def word_masks(self, captions: Sequence[str], masks: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+def ground_truth_of(data: Any) -> Any:
+    """The data's ground truth (see :class:`GroundTruthSource`), or ``None`` if it has none."""
+    return data.ground_truth() if isinstance(data, GroundTruthSource) else None
+
+
 @dataclass(frozen=True)
 class LogSNRRange:
     """The log-SNR interval an integral was taken over (always reported with a result)."""
