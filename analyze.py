@@ -34,7 +34,8 @@ from pathlib import Path
 
 from infodecomp.probe_report import PROBES, ProbeSettings, run_probe
 from infodecomp.probes.aro import ARO_SETS
-from infodecomp.report import AnalysisError, ReportSettings, make_report
+from infodecomp.analysis.common import AnalysisError
+from infodecomp.report import ReportSettings, make_report
 
 PROBE_HELP = {
     "heatmap": "CMI and MI maps of each word of captioned scenes",

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from infodecomp.probe_report import ProbeSettings, _intervention_figure, _pm, _save
-from infodecomp.report import AnalysisError, write_atomically
+from infodecomp.analysis.common import AnalysisError, write_atomically
 
 
 def load_sd(path: str | Path) -> Any:

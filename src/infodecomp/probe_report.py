@@ -32,7 +32,7 @@ from infodecomp.probes import (
     word_attention_maps,
     word_heatmaps,
 )
-from infodecomp.report import AnalysisError, load_run, write_atomically
+from infodecomp.analysis.common import AnalysisError, load_run, write_atomically
 from infodecomp.tasks.images import COLOURS, SHAPES
 
 PROBES = ("heatmap", "compositional", "localize", "intervene")
@@ -386,7 +386,7 @@ def log_probe_to_wandb(out: Path, result: Mapping[str, Any]) -> None:
     """Log a probe's tables and figures as a W&B run (offline without credentials)."""
     import wandb
 
-    from infodecomp.report import analysis_run
+    from infodecomp.analysis.common import analysis_run
 
     run = analysis_run(out, f"probe-{result['probe']}", {"checkpoint": result["checkpoint"], **result["settings"]})
     p = result["probe"]

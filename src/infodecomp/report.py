@@ -9,11 +9,8 @@ replaced with ``overwrite=True``.
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
+from infodecomp.analysis.common import analysis_run, load_run, write_atomically
 from infodecomp.evaluation import (
     EvalBatch,
     information_density,
@@ -35,7 +32,7 @@ from infodecomp.evaluation import (
     summarise,
     validation_batch,
 )
-from infodecomp.lightning.module import DiffusionModule, load_module
+from infodecomp.lightning.module import DiffusionModule
 from infodecomp.plotting import (
     close,
     plot_info_heatmaps,
@@ -49,10 +46,6 @@ from infodecomp.plotting import (
 log = logging.getLogger(__name__)
 
 
-class AnalysisError(Exception):
-    """A problem with the user's input (reported as one line, exit status 2)."""
-
-
 @dataclass
 class ReportSettings:
     n_eval: int = 256
@@ -62,74 +55,6 @@ class ReportSettings:
     mmse_points: int = 33
     seed: int = 0
     samples: bool = True
-
-
-def find_checkpoint(path: str | Path) -> Path:
-    """A ``.ckpt`` file as given, or the newest ``last.ckpt`` under a run directory."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    if p.is_dir():
-        found = sorted(p.rglob("last.ckpt"), key=lambda q: q.stat().st_mtime)
-        if found:
-            return found[-1]
-        raise AnalysisError(f"no last.ckpt under {p}")
-    raise AnalysisError(f"checkpoint or run directory not found: {p}")
-
-
-def find_config(ckpt: Path, config: str | Path | None) -> Path:
-    if config is not None:
-        c = Path(config)
-        if not c.is_file():
-            raise AnalysisError(f"config file not found: {c}")
-        return c
-    for cand in (ckpt.parent.parent / "config.yaml", ckpt.parent / "config.yaml"):
-        if cand.is_file():
-            return cand
-    raise AnalysisError(f"no config.yaml next to {ckpt}; pass --config with the run's training config")
-
-
-def _instantiate(spec: Mapping[str, Any]) -> Any:
-    module_name, _, cls_name = spec["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(**(spec.get("init_args") or {}))
-
-
-def _normalise(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {k: _normalise(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_normalise(v) for v in obj]
-    return obj
-
-
-def load_run(path: str | Path, config: str | Path | None = None) -> tuple[DiffusionModule, Any, Path, Path]:
-    """Checkpoint -> (module, data module, checkpoint path, config path), checking they match."""
-    ckpt = find_checkpoint(path)
-    try:
-        module = load_module(ckpt)
-    except ValueError as err:
-        raise AnalysisError(str(err)) from err
-    cfg_path = find_config(ckpt, config)
-    try:
-        cfg = yaml.safe_load(cfg_path.read_text())
-    except yaml.YAMLError as err:
-        raise AnalysisError(f"cannot parse {cfg_path}: {err}") from err
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("data"), dict) or "class_path" not in cfg["data"]:
-        raise AnalysisError(f"{cfg_path} has no data section with a class_path (is it a training config?)")
-    model_cfg = (cfg.get("model") or {}).get("backbone")
-    if isinstance(model_cfg, dict) and _normalise(model_cfg.get("init_args")) != _normalise(
-        module.hparams["backbone"]["init_args"]
-    ):
-        raise AnalysisError(f"{cfg_path} describes a different model than {ckpt} (backbone settings differ)")
-    try:
-        dm = _instantiate(cfg["data"])
-    except (ImportError, AttributeError, TypeError, ValueError) as err:
-        raise AnalysisError(f"cannot build the data module from {cfg_path}: {err}") from err
-    shape = getattr(dm, "input_shape", None)
-    if shape is not None and tuple(shape) != module.input_shape:
-        raise AnalysisError(f"the config's data have shape {tuple(shape)} but the model takes {module.input_shape}")
-    return module, dm, ckpt, cfg_path
 
 
 def _subset(b: EvalBatch, n: int) -> EvalBatch:
@@ -175,27 +100,6 @@ def make_report(
     if wandb:
         log_report_to_wandb(out, result)
     return out
-
-
-def write_atomically(out: Path, fill: Any, *, overwrite: bool = False) -> Any:
-    """Run ``fill(tmp_dir)`` and move the directory to ``out``; on failure nothing changes.
-
-    Raises ``AnalysisError`` if ``out`` already holds files and ``overwrite`` is false.
-    """
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise AnalysisError(f"{out} already holds a report; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out.parent))
-    try:
-        result = fill(tmp)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return result
 
 
 def _save(fig: Any, path: Path) -> str:
@@ -339,16 +243,6 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         lines += ["## Samples (deterministic DDIM on a log-SNR grid)", "", "![samples](samples.png)", ""]
     lines.append(f"_Computed in {r['seconds']:.0f} s._")
     return "\n".join(lines) + "\n"
-
-
-def analysis_run(out: Path, job_type: str, config: Mapping[str, Any]) -> Any:
-    """A W&B run for an analysis written to ``out`` (online with credentials, offline otherwise)."""
-    import wandb
-
-    from infodecomp.lightning.loggers import wandb_credentials_available
-
-    mode = "online" if wandb_credentials_available() else "offline"
-    return wandb.init(project="infodecomp", job_type=job_type, dir=str(out), mode=mode, config=dict(config))
 
 
 def log_report_to_wandb(out: Path, result: Mapping[str, Any]) -> None:
