@@ -21,8 +21,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from infodecomp.diffusion.sampling import derive_seed
 from infodecomp.interface import Denoiser
 from infodecomp.tasks.images import DigitsWorld, ShapesWorld, TwoObjectShapesWorld
 from infodecomp.tasks.vector import ConditionalTask, get_task
@@ -69,22 +70,83 @@ class DictDataset(Dataset):
         return item
 
 
+class EpochSampler(Sampler[int]):
+    """Shuffled order that is a pure function of ``(seed, epoch)``, and can start mid-epoch.
+
+    Lightning sets the epoch (``set_epoch``) before each one; :meth:`resume_at` makes the next
+    pass over ``epoch`` skip the items a checkpointed run had already consumed, so a resumed run
+    sees exactly the batches the uninterrupted one would have.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+        self._resume: tuple[int, int] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume_at(self, epoch: int, items: int) -> None:
+        self._resume = (epoch, items)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):  # noqa: ANN204 - an iterator of indices
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, "epoch", self.epoch))
+        order = torch.randperm(self.n, generator=gen).tolist()
+        start = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            start = self._resume[1]
+        self._resume = None
+        return iter(order[start:])
+
+
 class _BaseDataModule(pl.LightningDataModule):
     def __init__(self, batch_size: int, num_workers: int, seed: int) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self._sampler: EpochSampler | None = None
+        self._resume: tuple[int, int] | None = None
+
+    def check(self) -> None:
+        """Input checks that need no data loading (files exist, settings agree): ``ValueError``
+        with one sentence. ``train.py`` calls it before it creates anything."""
 
     def _loader(self, ds: Dataset | None, shuffle: bool) -> DataLoader:
         if ds is None:
             raise ValueError(f"{type(self).__name__}.setup() has not been called")
-        gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          generator=gen if shuffle else None, drop_last=shuffle and len(ds) > self.batch_size,
-                          persistent_workers=self.num_workers > 0)
+        sampler = None
+        if shuffle:
+            sampler = self._sampler = EpochSampler(len(ds), self.seed)
+            if self._resume is not None:
+                sampler.resume_at(*self._resume)
+                self._resume = None
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          drop_last=shuffle and len(ds) > self.batch_size, persistent_workers=self.num_workers > 0)
+
+    # ---- the data order is part of a checkpoint ------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        loop = trainer.fit_loop
+        # batches of the current epoch that the loop has taken (prefetched ones are not counted)
+        return {"epoch": loop.epoch_progress.current.processed,
+                "batches": loop.epoch_loop.batch_progress.current.ready, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state or state.get("batch_size") != self.batch_size:
+            return
+        if self.trainer is not None and self.trainer.world_size > 1:
+            log.warning("resuming under data parallelism: the interrupted epoch's data order starts over")
+            return
+        self._resume = (int(state["epoch"]), int(state["batches"]) * self.batch_size)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

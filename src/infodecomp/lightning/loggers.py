@@ -1,14 +1,19 @@
-"""Loggers: W&B that goes offline by itself when no credentials are configured."""
+"""Loggers: W&B that goes offline by itself when no credentials are configured, and a resumed
+run's CSV metrics kept whole."""
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
 from pathlib import Path
 from typing import Any
 
-from pytorch_lightning.loggers import WandbLogger
+import pytorch_lightning as pl
+from pytorch_lightning import Callback
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from typing_extensions import override
 
 log = logging.getLogger(__name__)
 
@@ -36,3 +41,38 @@ class AutoWandbLogger(WandbLogger):
             log.info("W&B: no credentials configured, logging offline under %s", save_dir)
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(save_dir=save_dir, project=project, name=name, offline=offline, **kwargs)
+
+
+class ContinueCSVMetrics(Callback):
+    """Keeps a resumed run's ``metrics.csv`` whole.
+
+    Lightning's CSV logger clears an existing ``metrics.csv`` when it opens a run directory
+    again. This callback reads the rows logged before the resumed step (rows after it belong to
+    steps that are trained again) and writes them back, ahead of the new rows, when training
+    starts.
+    """
+
+    def __init__(self, logger: CSVLogger, resume_step: int) -> None:
+        self.logger = logger
+        self.path = Path(logger.log_dir) / "metrics.csv"
+        self.rows: list[dict[str, str]] = []
+        if self.path.is_file():
+            with self.path.open(newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if r.get("step", "") != "" and int(r["step"]) < resume_step]
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or not self.rows:
+            return
+        new: list[dict[str, str]] = []
+        if self.path.is_file():
+            with self.path.open(newline="") as f:
+                new = list(csv.DictReader(f))
+        writer = self.logger.experiment
+        fields = sorted({k for r in (*self.rows, *new) for k in r} | set(writer.metrics_keys))
+        with self.path.open("w", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=fields)
+            out.writeheader()
+            out.writerows([*self.rows, *new])
+        writer.metrics_keys = fields  # the logger's next rows go under the merged header
+        self.rows = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from infodecomp.diffusion.channel import add_noise, signal_noise_scales
 from infodecomp.diffusion.proposals import TruncatedLogistic
+from infodecomp.diffusion.sampling import derive_seed
 from infodecomp.diffusion.targets import ReferenceQueue, stable_target
 from infodecomp.models.backbones import Backbone, build_backbone, describe
 from infodecomp.models.conditioning import (
@@ -108,8 +110,10 @@ class DiffusionModule(pl.LightningModule):
         self.ema = AveragedModel(backbone, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
         self.ema.requires_grad_(False)
         self.proposal = TruncatedLogistic(logsnr_loc, logsnr_scale, logsnr_clip)
-        self._dropout_gen = torch.Generator()
         self._references = ReferenceQueue(stable_target, backbone.pad_id) if stable_target else None
+        # the base of every training draw (log-SNR, noise, dropout): a run's seed, kept in its
+        # checkpoints so that a resumed run draws exactly what the uninterrupted one would have
+        self._draw_seed: int | None = None
 
     # ---- the denoiser -------------------------------------------------------------------------
     @property
@@ -161,19 +165,28 @@ class DiffusionModule(pl.LightningModule):
         if self.hparams.compile and stage == "fit":
             self.backbone = torch.compile(self.backbone)
 
-    def _loss(self, batch: Mapping[str, Any], train: bool, net: torch.nn.Module | None = None) -> Tensor:
+    def _generator(self, *key: int | str) -> torch.Generator:
+        """A generator for one step's draws: a pure function of the run's seed and ``key``, so
+        draws do not depend on what ran before (callbacks, validation, an interruption)."""
+        if self._draw_seed is None:
+            self._draw_seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed())) & ((1 << 63) - 1)
+        return torch.Generator().manual_seed(derive_seed(self._draw_seed, *key))
+
+    def _loss(self, batch: Mapping[str, Any], train: bool, net: torch.nn.Module | None = None,
+              gen: torch.Generator | None = None) -> Tensor:
         x0 = batch["x"]
         n = x0.shape[0]
         full = cond = {k: v for k, v in self.condition_for(batch).items() if k in self.condition_spec}
         if train:
             cond = drop_conditions(
-                cond, self.condition_spec, self.hparams.cond_dropout, self._dropout_gen,
+                cond, self.condition_spec, self.hparams.cond_dropout, gen,
                 word_p=self.hparams.word_dropout, pad_id=self.backbone.pad_id, special_ids=self.backbone.special_ids,
             )
-        u = torch.rand(n, device=x0.device, dtype=torch.float64)
+        # drawn on the CPU from ``gen`` and moved: the same numbers on every device
+        u = torch.rand(n, generator=gen, dtype=torch.float64).to(x0.device)
         logsnr64 = self.proposal.icdf(u)
         logsnr = logsnr64.to(x0.dtype)
-        eps = torch.randn_like(x0)
+        eps = torch.randn(x0.shape, generator=gen, dtype=x0.dtype).to(x0.device)
         z = add_noise(x0, logsnr, eps)
         net = self.backbone if net is None else net
         eps_hat = self._eps_hat(net, z, logsnr, self._complete(cond, n, x0.device))
@@ -198,7 +211,8 @@ class DiffusionModule(pl.LightningModule):
         return stable_target(z, logsnr, refs, match)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
-        loss = self._loss(batch, train=True)
+        gen = self._generator("train", self.global_step, batch_idx, self.global_rank)
+        loss = self._loss(batch, train=True, gen=gen)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at step {self.global_step} (batch {batch_idx}); "
@@ -207,12 +221,16 @@ class DiffusionModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["x"].shape[0])
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # here rather than in on_train_batch_end, which runs after the callbacks' (a checkpoint
+        # written at this step must hold this step's EMA)
         self.ema.update_parameters(self.backbone)
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
-        torch.manual_seed(batch_idx)  # same noise every validation: comparable losses
-        loss = self._loss(batch, train=False, net=self.ema.module)
+        # the same noise at every validation (comparable losses), without touching the global RNG
+        gen = torch.Generator().manual_seed(derive_seed(0, "val", batch_idx, self.global_rank))
+        loss = self._loss(batch, train=False, net=self.ema.module, gen=gen)
         self.log("val/loss", loss, prog_bar=True, batch_size=batch["x"].shape[0], sync_dist=True)
         return loss
 
@@ -234,6 +252,37 @@ class DiffusionModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         if self.trainer.is_global_zero:
             log.info("training %s", describe(self.backbone))
+
+    # ---- what a checkpoint needs beyond the weights, for an exact resume ----------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._generator()  # fixes the draw seed if no step has yet
+        state: dict[str, Any] = {"draw_seed": self._draw_seed}
+        if self._references is not None and self._references.x is not None:
+            state["references"] = {"x": self._references.x.cpu(),
+                                   "cond": {k: v.cpu() for k, v in self._references.cond.items()}}
+        checkpoint["infodecomp_state"] = state
+        if self._trainer is not None:
+            checkpoint["infodecomp_run"] = run_identity(self.trainer)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("infodecomp_state") or {}
+        self._draw_seed = state.get("draw_seed", self._draw_seed)
+        refs = state.get("references")
+        if refs is not None and self._references is not None:
+            self._references.x = refs["x"]
+            self._references.cond = dict(refs["cond"])
+
+    def on_train_start(self) -> None:
+        if self._references is not None and self._references.x is not None:  # restored on the CPU
+            self._references.x = self._references.x.to(self.device)
+            self._references.cond = {k: v.to(self.device) for k, v in self._references.cond.items()}
+
+
+def run_identity(trainer: pl.Trainer) -> dict[str, Any]:
+    """Where a run logs: the CSV/TensorBoard version and the W&B run id, so that a resumed run
+    continues in the same directory and W&B run."""
+    return {"loggers": [{"class": type(lg).__name__, "name": lg.name, "version": lg.version}
+                        for lg in trainer.loggers]}
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

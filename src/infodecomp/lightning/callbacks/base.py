@@ -18,6 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
 from infodecomp.evaluation import EvalBatch, validation_batch
@@ -66,14 +67,22 @@ class EvaluationCallback(pl.Callback):
 
     # ---- the evaluation set -----------------------------------------------------------------
     needs_conditions: bool = False
+    needs_images: bool = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         dm = trainer.datamodule
         if dm is None:
             raise ValueError(f"{type(self).__name__} needs a LightningDataModule with a validation set")
+        self.enabled = True
         if self.needs_conditions and not pl_module.condition_spec:
-            log.warning("%s: the model takes no conditions; nothing to measure, skipping", type(self).__name__)
-            self.enabled = False
+            self.skip("the model takes no conditions; nothing to measure")
+        elif self.needs_images and len(pl_module.input_shape) != 3:
+            self.skip(f"it needs images (C, H, W) and the model takes {tuple(pl_module.input_shape)}")
+
+    def skip(self, reason: str) -> None:
+        """Switch this callback off for the run, with one log line (it does not apply to the model)."""
+        rank_zero_info(f"{type(self).__name__} skipped: {reason}")
+        self.enabled = False
 
     def eval_batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EvalBatch:
         return validation_batch(pl_module, trainer.datamodule, self.n_eval, rank=trainer.global_rank,

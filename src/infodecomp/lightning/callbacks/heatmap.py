@@ -27,6 +27,7 @@ class InfoHeatmapCallback(EvaluationCallback):
     """
 
     needs_conditions = True
+    needs_images = True
 
     def __init__(self, every_n_steps: int = 500, n_eval: int = 64, n_images: int = 6, n_draws: int = 32,
                  kind: Literal["cmi", "mi"] = "cmi", seed: int = 0, variables: Sequence[str] | None = None) -> None:
@@ -44,8 +45,6 @@ class InfoHeatmapCallback(EvaluationCallback):
             return
         if self.variables is None:
             self.variables = list(pl_module.condition_spec)
-        if len(pl_module.input_shape) != 3:
-            raise ValueError(f"InfoHeatmapCallback needs image data (C, H, W), the model takes {pl_module.input_shape}")
 
     def _maps(self, denoiser, batch: EvalBatch, cond=None) -> dict:  # noqa: ANN001
         kind = self.kind if len(self.variables) > 1 else "mi"

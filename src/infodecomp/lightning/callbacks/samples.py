@@ -15,6 +15,8 @@ class SampleGridCallback(EvaluationCallback):
     """One row of samples per condition of the first ``n_rows`` evaluation items (plus one
     unconditional row), from fixed noise, logged as ``val/samples``."""
 
+    needs_images = True
+
     def __init__(self, every_n_steps: int = 500, n_rows: int = 4, per_row: int = 8, steps: int = 50,
                  seed: int = 0) -> None:
         super().__init__(every_n_steps, max(n_rows, 2), seed)

@@ -1,0 +1,93 @@
+"""A run killed with SIGKILL and resumed ends with exactly the weights of an uninterrupted run,
+in the same run directory; a finished run says so; checkpoints are written as the run goes."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from infodecomp.cli import main, train_main
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
+
+# 6 batches per epoch: the kill at step 8 falls in the middle of the second epoch; the run ends
+# in the fourth. Stable targets exercise the reference queue, word-free label dropout the
+# dropout draws.
+MAX_STEPS = 20
+KILL_AT = 8
+
+
+def config(tmp: Path, *, kill: bool) -> Path:
+    callbacks = [{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                  "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": 1}}]
+    if kill:
+        callbacks.append({"class_path": "tests.integration.killer.KillAtStep", "init_args": {"step": KILL_AT}})
+    cfg = {"trainer": {"max_steps": MAX_STEPS, "limit_train_batches": None, "val_check_interval": 5,
+                       "check_val_every_n_epoch": None, "callbacks": callbacks,
+                       "logger": [{"class_path": "pytorch_lightning.loggers.CSVLogger",
+                                   "init_args": {"save_dir": str(tmp / "runs"), "name": "vector"}}]},
+           "data": {"init_args": {"n_train": 200, "n_val": 32, "batch_size": 32}},
+           "model": {"stable_target": 48, "warmup_steps": 4}}
+    path = tmp / ("kill.yaml" if kill else "run.yaml")
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def args(tmp: Path, *, kill: bool = False) -> list[str]:
+    return ["--config", str(CONFIGS / "experiment" / "vector.yaml"), "--config", str(CONFIGS / "debug.yaml"),
+            "--config", str(config(tmp, kill=kill))]
+
+
+def checkpoint(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("whole")
+    train_main(args(tmp), default_config_files=[CONFIGS / "default.yaml"])
+    return tmp / "runs" / "vector" / "version_0"
+
+
+def test_killed_and_resumed_run_ends_with_the_same_weights(uninterrupted: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    killed = subprocess.run([sys.executable, str(ROOT / "train.py"), *args(tmp_path, kill=True)],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    run = tmp_path / "runs" / "vector" / "version_0"
+    assert checkpoint(run)["global_step"] == KILL_AT  # written as the run went, not only at the end
+    assert not list(run.rglob("*.partial")) and not list(run.rglob("*.tmp"))
+
+    train_main([*args(tmp_path), "--ckpt_path", "last"], default_config_files=[CONFIGS / "default.yaml"])
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]  # the same run directory
+    resumed, whole = checkpoint(run), checkpoint(uninterrupted)
+    assert resumed["global_step"] == whole["global_step"] == MAX_STEPS
+    assert resumed["epoch"] == whole["epoch"]
+    assert resumed["loops"]["fit_loop"]["epoch_progress"] == whole["loops"]["fit_loop"]["epoch_progress"]
+    assert resumed["state_dict"].keys() == whole["state_dict"].keys()
+    for name, value in whole["state_dict"].items():  # backbone, EMA and its counter
+        torch.testing.assert_close(resumed["state_dict"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+    for a, b in zip(resumed["optimizer_states"][0]["state"].values(),
+                    whole["optimizer_states"][0]["state"].values(), strict=True):
+        torch.testing.assert_close(a["exp_avg_sq"], b["exp_avg_sq"], rtol=1e-5, atol=1e-8)
+    assert resumed["lr_schedulers"] == whole["lr_schedulers"]
+    # one metrics file that goes on from where the killed run stopped
+    with (run / "metrics.csv").open() as f:
+        steps = sorted({int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")})
+    assert steps[-1] == MAX_STEPS - 1 and len(steps) >= MAX_STEPS - 2
+
+
+def test_a_finished_run_says_so(uninterrupted: Path, capsys: pytest.CaptureFixture) -> None:
+    ckpt = uninterrupted / "checkpoints" / "last.ckpt"
+    before = ckpt.stat().st_mtime_ns
+    assert main([*args(uninterrupted.parent.parent.parent), "--ckpt_path", str(ckpt)]) == 0
+    assert "already reached max_steps=20" in capsys.readouterr().out
+    assert ckpt.stat().st_mtime_ns == before
