@@ -35,6 +35,20 @@ class EvalBatch:
     oracle_cond: dict[str, Tensor] | None = None
 
 
+def subset(batch: EvalBatch, keep: Tensor | slice) -> EvalBatch:
+    """The items ``keep`` (a boolean mask or a slice) of an evaluation batch."""
+    def pick(v: Any) -> Any:
+        if v is None:
+            return None
+        if isinstance(v, list):
+            return [c for c, k in zip(v, keep.tolist(), strict=True) if k] if isinstance(keep, Tensor) else v[keep]
+        return v[keep.to(v.device)] if isinstance(keep, Tensor) else v[keep]
+
+    return EvalBatch(pick(batch.x), {k: pick(v) for k, v in batch.cond.items()}, pick(batch.sample_ids),
+                     pick(batch.masks), pick(batch.captions),
+                     None if batch.oracle_cond is None else {k: pick(v) for k, v in batch.oracle_cond.items()})
+
+
 def validation_batch(module: Any, dm: Any, n: int, *, rank: int = 0, world_size: int = 1) -> EvalBatch:
     """The first ``n`` validation items of a data module as an :class:`EvalBatch` for ``module``.
 
@@ -97,9 +111,10 @@ def information_estimates(
 
 def information_density(
     denoiser: Denoiser, batch: EvalBatch, variables: Sequence[str], logsnr: Tensor, *, n_eps: int = 4, seed: int = 0,
-    cond: Mapping[str, Tensor] | None = None,
+    cond: Mapping[str, Tensor] | None = None, reduction: str = "mean",
 ) -> dict[str, Tensor]:
-    """``E||eps_hat(z | v) - eps_hat(z)||^2`` along log-SNR for each variable (mean over the batch).
+    """``E||eps_hat(z | v) - eps_hat(z)||^2`` along log-SNR for each variable: ``(L,)``, the mean
+    over the batch, or ``(B, L)`` per item with ``reduction="sample"`` (to gather across processes).
 
     Half its integral is ``I(x; v)``; plotting the model's curve against the oracle's shows at
     which noise levels a model's information estimate gains or loses.
@@ -107,7 +122,7 @@ def information_density(
     conditions, contrasts = information_conditions(batch.cond if cond is None else cond, variables)
     terms = {name: Term("orthogonal", *pair) for name, pair in contrasts.items() if name.startswith("mi/")}
     curves = evaluate_curve(denoiser, batch.x, conditions, terms, logsnr, n_eps=n_eps, seed=seed,
-                            sample_ids=batch.sample_ids)
+                            sample_ids=batch.sample_ids, reduction=reduction)
     return {name.split("/", 1)[1]: c.value for name, c in curves.items()}
 
 
@@ -144,15 +159,19 @@ class InfoRow:
 
 def summarise(
     per_sample: Mapping[str, Tensor], nfe: int, *, truth: Any = None, oracle: Mapping[str, Tensor] | None = None,
-    logsnr_range: tuple[float, float] | None = None,
+    logsnr_range: tuple[float, float] | None = None, estimator: str = "orthogonal",
 ) -> list[InfoRow]:
-    """Turn gathered per-sample values into rows, with ground truth where known."""
+    """Turn gathered per-sample values into rows, with ground truth where known.
+
+    Names are ``<kind>/<variable>`` for ``estimator`` (the first one computed) and
+    ``<kind>/<variable>@<other estimator>`` for the others (see :func:`information_estimates`).
+    """
     rows = []
     for name, values in per_sample.items():
         kind, variable = name.split("@", 1)[0].split("/", 1)
         est, se = mean_and_se(values)
         row = InfoRow(name, variable, kind, est, se, nfe, int(values.shape[0]), logsnr_range=logsnr_range,
-                      estimator=name.split("@", 1)[1] if "@" in name else "orthogonal")
+                      estimator=name.split("@", 1)[1] if "@" in name else estimator)
         if truth is not None:
             table = truth.mutual_information if kind == "mi" else truth.conditional_mutual_information
             if variable in table:
@@ -184,6 +203,11 @@ def covariance_spectrum(x: Tensor) -> Tensor:
     return eig
 
 
+def gaussian_reference(logsnr: Tensor, x: Tensor) -> Tensor:
+    """MMSE of the best linear denoiser for the covariance of ``x`` (an upper bound on the MMSE)."""
+    return gaussian_mmse(logsnr.double(), covariance_spectrum(x.cpu()))
+
+
 @dataclass
 class MMSEResult:
     logsnr: Tensor
@@ -196,22 +220,22 @@ class MMSEResult:
 
 def mmse_result(
     denoiser: Denoiser, batch: EvalBatch, logsnr: Tensor, *, n_eps: int = 4, seed: int = 0,
-    cond: Mapping[str, Tensor] | None = None,
+    cond: Mapping[str, Tensor] | None = None, progress: bool = False,
 ) -> MMSEResult:
     """Conditional and unconditional MMSE curves (per sample) and the Gaussian reference curve."""
     conditions = {"conditional": dict(batch.cond if cond is None else cond), "unconditional": None}
     curves = mmse_curves(denoiser, batch.x, logsnr, conditions, n_eps=n_eps, reduction="sample", seed=seed,
-                         sample_ids=batch.sample_ids)
-    ref = gaussian_mmse(logsnr.double(), covariance_spectrum(batch.x))
+                         sample_ids=batch.sample_ids, progress=progress)
+    ref = gaussian_reference(logsnr, batch.x)
     return MMSEResult(logsnr, {k: c.value for k, c in curves.items()}, {k: c.se for k, c in curves.items()}, ref,
                       nfe=next(iter(curves.values())).nfe)
 
 
 def nll_bits_per_dim(denoiser: Denoiser, batch: EvalBatch, *, n_draws: int = 32, seed: int = 0,
-                     cond: Mapping[str, Tensor] | None = None) -> Estimate:
+                     cond: Mapping[str, Tensor] | None = None, progress: bool = False) -> Estimate:
     """Per-sample ``-log p(x | cond)`` in bits/dim (continuous density of the modelled values)."""
     return nll(denoiser, batch.x, cond, unit="bits/dim", reduction="sample", n_draws=n_draws, seed=seed,
-               sample_ids=batch.sample_ids)
+               sample_ids=batch.sample_ids, progress=progress)
 
 
 @torch.no_grad()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -21,6 +24,12 @@ def shapes_run(tmp_path_factory) -> Path:
         "--data.init_args.batch_size", "8", "--data.init_args.truth_samples", "2000",
         "--model.backbone.init_args.block_out_channels", "[8, 16]", "--model.backbone.init_args.norm_num_groups", "4")
     return next((tmp / "logs" / "test").glob("version_*"))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def analyze(*args: str) -> subprocess.CompletedProcess:
@@ -41,8 +50,12 @@ def test_report_from_a_run_directory(shapes_run: Path, tmp_path: Path) -> None:
     assert row["truth"] == pytest.approx(1.0986, abs=0.01) and row["oracle_estimate"] is not None
     assert set(report["heatmaps"]["mass_in_mask"]) == {"shape", "colour", "position"}
     md = (out / "report.md").read_text()
-    for fig in ("information.png", "density.png", "heatmaps.png", "mmse.png", "mi_history.png"):
+    for fig in ("val_information.png", "val_information_density.png", "val_heatmap_cmi.png", "val_mmse_curve.png",
+                "mi_history.png"):
         assert f"]({fig})" in md and (out / fig).stat().st_size > 1000
+    assert report["information_density"]["oracle"] is not None and report["nll_bpd"]["se"] > 0
+    assert (out.stat().st_mode & 0o777) == (0o777 & ~_umask())  # ordinary permissions, not mkdtemp's 0700
+    assert not list(out.parent.glob(".*"))  # nothing left beside it
     # refusing to overwrite leaves the report untouched
     before = (out / "report.json").read_bytes()
     again = analyze("report", str(shapes_run), "--out", str(out), *FAST)
@@ -64,7 +77,7 @@ def test_foreign_checkpoint_exits_2(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    res = analyze("report", str(bad), "--out", str(out), *FAST)
+    res = analyze("report", str(bad), "--out", str(out), "--overwrite", *FAST)  # even when replacing is allowed
     assert res.returncode == 2 and "not an infodecomp DiffusionModule checkpoint" in res.stderr
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
@@ -78,3 +91,70 @@ def test_mismatched_config_exits_2(shapes_run: Path, tmp_path: Path) -> None:
     res = analyze("report", str(shapes_run), "--config", str(other), "--out", str(tmp_path / "r"), *FAST)
     assert res.returncode == 2 and "different model" in res.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_bad_input_is_answered_before_torch_loads(tmp_path: Path) -> None:
+    start = time.perf_counter()
+    res = analyze("report", str(tmp_path / "missing_run"))
+    assert res.returncode == 2 and res.stderr.startswith("analyze.py: error: checkpoint or run directory not found")
+    assert time.perf_counter() - start < 10  # no model or torch import (the old path took ~15 s)
+    res = analyze("heatmap", "--model", str(tmp_path / "no_pipeline"), "--image", "x.png", "--prompt", "a")
+    assert res.returncode == 2 and "model directory not found" in res.stderr
+
+
+def test_killed_report_resumes_and_leaves_nothing_behind(shapes_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    partial = tmp_path / ".report.partial"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "analyze.py"), "report", str(shapes_run), "--out", str(out),
+                             *FAST], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not (partial / "steps" / "information.json").is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -9, "the report finished before it could be interrupted"
+    assert not out.exists() and partial.is_dir()  # one hidden directory, nothing half-written at --out
+    res = analyze("report", str(shapes_run), "--out", str(out), *FAST)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "already done" in res.stderr and "information" in res.stderr  # it resumed from the finished step
+    assert not partial.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+    report = json.loads((out / "report.json").read_text())
+    assert {r["name"] for r in report["information"]} >= {"mi/shape", "cmi/colour"} and "mmse" in report
+
+
+@pytest.fixture(scope="module")
+def vector_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("vector")
+    run(tmp, "vector", "--data.init_args.n_train", "256", "--data.init_args.n_val", "64")
+    return next((tmp / "logs" / "test").glob("version_*"))
+
+
+def test_report_of_a_vector_run(vector_run: Path, tmp_path: Path) -> None:
+    res = analyze("report", str(vector_run), "--out", str(tmp_path / "r"), *FAST)
+    assert res.returncode == 0, res.stderr[-2000:]  # was: "backbone settings differ" (null vs {} in the config)
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    row = next(r for r in report["information"] if r["name"] == "mi/y")
+    assert row["truth"] == pytest.approx(0.4133, abs=1e-3) and row["oracle_estimate"] is not None
+    assert "heatmaps" not in report and "InfoHeatmapCallback skipped" in res.stderr
+
+
+@pytest.mark.slow
+def test_two_devices_give_the_same_report(shapes_run: Path, tmp_path: Path) -> None:
+    reports = {}
+    for devices in (1, 2):
+        res = analyze("report", str(shapes_run), "--out", str(tmp_path / f"d{devices}"), *FAST,
+                      "--accelerator", "cpu", "--devices", str(devices))
+        assert res.returncode == 0, res.stderr[-2000:]
+        reports[devices] = json.loads((tmp_path / f"d{devices}" / "report.json").read_text())
+    one, two = reports[1], reports[2]
+    assert one["n_eval"] == two["n_eval"] == 8
+    for a, b in zip(one["information"], two["information"], strict=True):
+        assert a["name"] == b["name"]
+        assert a["estimate"] == pytest.approx(b["estimate"], rel=1e-5, abs=1e-7)
+        assert a["se"] == pytest.approx(b["se"], rel=1e-4, abs=1e-7)
+        assert a["oracle_estimate"] == pytest.approx(b["oracle_estimate"], rel=1e-5, abs=1e-7)
+    assert one["nll_bpd"]["estimate"] == pytest.approx(two["nll_bpd"]["estimate"], rel=1e-5)
+    for v, (m, _) in one["heatmaps"]["mass_in_mask"].items():
+        assert m == pytest.approx(two["heatmaps"]["mass_in_mask"][v][0], rel=1e-5)
+    for k in ("conditional", "unconditional", "gaussian_reference"):
+        assert one["mmse"][k] == pytest.approx(two["mmse"][k], rel=1e-5)

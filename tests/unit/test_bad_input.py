@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from infodecomp import LogSNRSampler, UniformLogSNR, mutual_information, nll
+from infodecomp import (
+    LogSNRSampler,
+    UniformLogSNR,
+    conditional_mutual_information,
+    mutual_information,
+    nll,
+)
+from infodecomp.estimators import information_contrasts
 from infodecomp.oracles import JointGaussian
 
 
@@ -43,10 +50,50 @@ def test_inverted_logsnr_range() -> None:
         LogSNRSampler(proposal=UniformLogSNR(4.0, -4.0))
 
 
-def test_condition_batch_of_wrong_size(setup) -> None:
-    den, s = setup
-    with pytest.raises(ValueError, match=r"condition 'cond' has batch size 5, expected 8"):
-        mutual_information(den, s["x"], {"y": s["y"][:5]}, n_draws=8)
+@pytest.fixture
+def quickstart():
+    g = JointGaussian.bivariate(rho=0.75)
+    return g.denoiser("x"), g.sample(500, seed=0)
+
+
+def _never_called(z, logsnr, cond=None):
+    raise AssertionError("the denoiser must not be called on bad input")
+
+
+def test_condition_batch_of_wrong_size_names_the_key(quickstart) -> None:
+    _, s = quickstart
+    with pytest.raises(ValueError, match=r"condition 'y' \(in 'cond'\) has 10 rows, but x has 500"):
+        mutual_information(_never_called, s["x"], {"y": s["y"][:10]}, n_draws=8)
+    with pytest.raises(ValueError, match=r"condition 'y' \(in 'given'\) has 7 rows, but x has 500"):
+        conditional_mutual_information(_never_called, s["x"], {"y": s["y"]}, {"y": s["y"][:7]}, n_draws=8)
+    with pytest.raises(ValueError, match=r"condition 'meta.y' \(in 'caption'\) has 10 rows"):
+        information_contrasts(_never_called, s["x"], {"caption": {"meta": {"y": s["y"][:10]}}, "null": None},
+                              {"i": ("caption", "null")}, n_draws=8)
+
+
+def test_non_finite_condition_is_caught_before_the_denoiser(quickstart) -> None:
+    _, s = quickstart
+    y = s["y"].clone()
+    y[[1, 7, 9], 0] = float("nan")
+    with pytest.raises(ValueError, match=r"condition 'y' \(in 'cond'\) has non-finite values \(NaN or inf\) "
+                                         r"in 3 of 500 rows"):
+        mutual_information(_never_called, s["x"], {"y": y}, n_draws=8)
+    y[1, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"condition 'cond' has non-finite values .* in 3 of 500 rows"):
+        nll(_never_called, s["x"], y, n_draws=8)
+
+
+def test_empty_condition_mapping(quickstart) -> None:
+    den, s = quickstart
+    with pytest.raises(ValueError, match=r"condition 'cond' is an empty mapping, expected at least one conditioning"):
+        mutual_information(_never_called, s["x"], {}, n_draws=8)
+    with pytest.raises(ValueError, match=r"condition 'cond' is None, expected at least one conditioning"):
+        mutual_information(_never_called, s["x"], None, n_draws=8)
+    # None (and {}) stay the unconditional model where a null condition is meaningful
+    x, y = s["x"][:64], s["y"][:64]
+    assert nll(den, x, {}, n_draws=8).value == nll(den, x, None, n_draws=8).value
+    assert mutual_information(den, x, {"y": y}, null=None, n_draws=8).value > 0
+    assert conditional_mutual_information(den, x, {"y": y}, None, n_draws=8).value > 0
 
 
 def test_other_bad_arguments(setup) -> None:

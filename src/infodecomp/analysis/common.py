@@ -71,7 +71,13 @@ def load_run(path: str | Path, config: str | Path | None = None) -> tuple[Any, A
     that the config describes the checkpoint's model. Every input problem is an AnalysisError."""
     import yaml
 
+    from infodecomp.lightning.module import load_module
+
     ckpt = find_checkpoint(path)
+    try:
+        module = load_module(ckpt)
+    except ValueError as err:
+        raise AnalysisError(str(err)) from err
     cfg_path = find_config(ckpt, config)
     try:
         cfg = yaml.safe_load(cfg_path.read_text())
@@ -79,13 +85,6 @@ def load_run(path: str | Path, config: str | Path | None = None) -> tuple[Any, A
         raise AnalysisError(f"cannot parse {cfg_path}: {err}") from err
     if not isinstance(cfg, dict) or not isinstance(cfg.get("data"), dict) or "class_path" not in cfg["data"]:
         raise AnalysisError(f"{cfg_path} has no data section with a class_path (is it a training config?)")
-
-    from infodecomp.lightning.module import load_module
-
-    try:
-        module = load_module(ckpt)
-    except ValueError as err:
-        raise AnalysisError(str(err)) from err
     model_cfg = (cfg.get("model") or {}).get("backbone")
     if isinstance(model_cfg, dict) and normalise_config(model_cfg.get("init_args")) != normalise_config(
         module.hparams["backbone"]["init_args"]

@@ -1,12 +1,13 @@
 """Helpers on conditions: validate, slice, repeat and concatenate condition pytrees.
 
 A condition is ``None``, a tensor with the batch first, or a mapping from names to such
-tensors (or ``None``). These helpers never look inside a tensor beyond its first dimension.
+tensors (or ``None``). Apart from :func:`check_conditions`, which rejects non-finite values,
+these helpers never look inside a tensor beyond its first dimension.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -33,15 +34,56 @@ def condition_batch_size(cond: Cond) -> int | None:
     )
 
 
+def _leaves(cond: Cond, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Tensor | None]]:
+    """``(key path, leaf)`` of each leaf of a condition; a bare tensor or ``None`` has the path ``()``."""
+    if isinstance(cond, Mapping):
+        for k, v in cond.items():
+            yield from _leaves(v, (*path, str(k)))
+    else:
+        yield path, cond
+
+
+def describe_condition(name: str, path: Sequence[str] = ()) -> str:
+    """``condition 'y' (in 'cond')`` for field ``y`` of the named condition ``cond``."""
+    if not path:
+        return f"condition {name!r}"
+    return f"condition {'.'.join(path)!r} (in {name!r})"
+
+
 def check_conditions(conditions: Mapping[str, Cond], batch_size: int) -> None:
-    """Raise ``ValueError`` if any named condition's batch size differs from ``batch_size``."""
+    """Raise ``ValueError`` naming the field of any named condition that is not a tensor with
+    ``batch_size`` rows of finite values (``None`` fields are the null condition and pass).
+
+    Only conditions as given by the caller are checked: models that mark a dropped variable
+    with NaN do so inside their own code, after this check.
+    """
     for name, cond in conditions.items():
-        size = condition_batch_size(cond)
-        if size is not None and size != batch_size:
-            raise ValueError(
-                f"condition {name!r} has batch size {size}, expected {batch_size} "
-                "(the batch size of x): give one condition per data point"
-            )
+        for path, leaf in _leaves(cond):
+            if leaf is None:
+                continue
+            what = describe_condition(name, path)
+            if not isinstance(leaf, Tensor):
+                raise ValueError(
+                    f"{what} is a {type(leaf).__name__}, expected None, a Tensor or a mapping of tensors"
+                )
+            if leaf.ndim == 0:
+                raise ValueError(
+                    f"{what} is a 0-d tensor, expected a tensor with one row per data point "
+                    f"({batch_size} rows, as x)"
+                )
+            rows = leaf.shape[0]
+            if rows != batch_size:
+                raise ValueError(
+                    f"{what} has {rows} rows, but x has {batch_size}; expected one condition row "
+                    "per data point"
+                )
+            bad = (~torch.isfinite(leaf)).reshape(rows, -1).any(dim=1).sum().item()
+            if bad:
+                raise ValueError(
+                    f"{what} has non-finite values (NaN or inf) in {bad} of {rows} rows, expected "
+                    "finite values (to leave a variable out, omit its key or pass None rather "
+                    "than NaN)"
+                )
 
 
 def slice_condition(cond: Cond, start: int, stop: int) -> Cond:

@@ -110,7 +110,29 @@ def _check_terms(terms: Mapping[str, Term], conditions: Mapping[str, Cond]) -> l
                 )
             if cname not in needed:
                 needed.append(cname)
+        if term.ref is not None:
+            _check_contrast(term, conditions)
     return needed
+
+
+def _is_empty_mapping(cond: Cond) -> bool:
+    """``{}`` (or mappings holding only ``{}``): a condition with no variable at all."""
+    return isinstance(cond, Mapping) and all(_is_empty_mapping(v) for v in cond.values())
+
+
+def _check_contrast(term: Term, conditions: Mapping[str, Cond]) -> None:
+    """Reject contrasts that are 0 by construction: the scored condition carries no variable."""
+    cond, ref = conditions[term.cond], conditions[term.ref]
+    if _is_empty_mapping(cond):
+        raise ValueError(
+            f"condition {term.cond!r} is an empty mapping, expected at least one conditioning "
+            f"variable such as {{'y': y}} (the unconditional model is None, as the reference {term.ref!r})"
+        )
+    if cond is None and (ref is None or _is_empty_mapping(ref)):
+        raise ValueError(
+            f"condition {term.cond!r} is None, expected at least one conditioning variable such as "
+            f"{{'y': y}} (the reference {term.ref!r} is null too, so the information is 0 by construction)"
+        )
 
 
 def _sample_ids(sample_ids: Tensor | Sequence[int] | None, batch: int) -> list[int]:

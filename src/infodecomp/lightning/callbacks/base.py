@@ -5,10 +5,16 @@ Each callback evaluates a fixed set of validation items (the first ``n_eval``; t
 weights. Under DDP each process takes every ``world_size``-th item, per-sample results are
 gathered, and rank zero logs: because draws depend only on the seed and each item's index,
 1 and N processes give the same numbers.
+
+The same callbacks are the post-hoc analysis: under ``Trainer.validate`` (what ``analyze.py
+report`` runs, on any accelerator and number of devices) each evaluates once, at the end of the
+validation loop, keeps what it computed in :attr:`EvaluationCallback.result` and writes its
+figures to :attr:`EvaluationCallback.figure_dir` when one is set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Mapping
@@ -18,6 +24,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
@@ -64,6 +71,10 @@ class EvaluationCallback(pl.Callback):
             raise ValueError(f"n_eval must be >= 2 (standard errors need two samples), got {n_eval}")
         self.every_n_steps, self.n_eval, self.seed = every_n_steps, n_eval, seed
         self._last_step = -1
+        self.result: dict[str, Any] = {}
+        self.figures: dict[str, str] = {}
+        self.figure_dir: Path | None = None
+        self.progress = False
 
     # ---- the evaluation set -----------------------------------------------------------------
     needs_conditions: bool = False
@@ -103,6 +114,11 @@ class EvaluationCallback(pl.Callback):
             self._run(trainer, pl_module)
         self.finalize(trainer)
 
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Under ``Trainer.validate`` (post-hoc analysis), evaluate once; during fit, nothing."""
+        if self.enabled and trainer.state.fn == TrainerFn.VALIDATING:
+            self._run(trainer, pl_module)
+
     def finalize(self, trainer: pl.Trainer) -> None:
         """Called once at the end of training, after the last evaluation."""
 
@@ -116,6 +132,18 @@ class EvaluationCallback(pl.Callback):
         finally:
             pl_module.train(was_training)
 
+    def show_progress(self, trainer: pl.Trainer) -> bool:
+        """Whether this process shows progress (post-hoc analysis sets ``progress``; rank zero)."""
+        return self.progress and trainer.is_global_zero
+
+    def status(self, trainer: pl.Trainer, what: str) -> Any:
+        """A status line for work that has no progress bar of its own (see :meth:`show_progress`)."""
+        if not self.show_progress(trainer):
+            return contextlib.nullcontext()
+        from rich.console import Console
+
+        return Console(stderr=True).status(f"{type(self).__name__}: {what}", spinner="dots")
+
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch) -> None:
         raise NotImplementedError
 
@@ -128,14 +156,17 @@ class EvaluationCallback(pl.Callback):
         for lg in trainer.loggers:
             lg.log_metrics(clean, step=trainer.global_step)
 
-    @staticmethod
-    def log_figure(trainer: pl.Trainer, key: str, fig: Any) -> Path | None:
+    def log_figure(self, trainer: pl.Trainer, key: str, fig: Any) -> Path | None:
         """Save a PNG under ``<run>/figures/`` and send it to W&B / TensorBoard when present."""
         if not trainer.is_global_zero:
             close(fig)
             return None
-        out = run_dir(trainer) / "figures" / f"{key.replace('/', '_')}_step{trainer.global_step:06d}.png"
+        if self.figure_dir is not None:
+            out = self.figure_dir / f"{key.replace('/', '_')}.png"
+        else:
+            out = run_dir(trainer) / "figures" / f"{key.replace('/', '_')}_step{trainer.global_step:06d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
+        self.figures[key] = out.name
         fig.savefig(out, dpi=110)
         for lg in trainer.loggers:
             if isinstance(lg, WandbLogger):
@@ -147,12 +178,14 @@ class EvaluationCallback(pl.Callback):
         close(fig)
         return out
 
-    @staticmethod
-    def log_table(trainer: pl.Trainer, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+    def log_table(self, trainer: pl.Trainer, key: str, columns: list[str], rows: list[list[Any]]) -> None:
         """A table to W&B (``wandb.Table``) and, always, as JSON next to the figures."""
         if not trainer.is_global_zero:
             return
-        out = run_dir(trainer) / "tables" / f"{key.replace('/', '_')}_step{trainer.global_step:06d}.json"
+        if self.figure_dir is not None:
+            out = self.figure_dir / "tables" / f"{key.replace('/', '_')}.json"
+        else:
+            out = run_dir(trainer) / "tables" / f"{key.replace('/', '_')}_step{trainer.global_step:06d}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"columns": columns, "rows": rows}, indent=1))
         for lg in trainer.loggers:

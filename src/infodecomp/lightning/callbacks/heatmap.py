@@ -8,7 +8,8 @@ from typing import Literal
 import pytorch_lightning as pl
 from typing_extensions import override
 
-from infodecomp.evaluation import EvalBatch, information_estimates, mass_in_mask
+from infodecomp.evaluation import EvalBatch, information_estimates, mass_in_mask, mean_and_se
+from infodecomp.interface import ground_truth_of
 from infodecomp.lightning.callbacks.base import EvaluationCallback, gather_cat
 from infodecomp.plotting import plot_info_heatmaps
 
@@ -46,29 +47,37 @@ class InfoHeatmapCallback(EvaluationCallback):
         if self.variables is None:
             self.variables = list(pl_module.condition_spec)
 
-    def _maps(self, denoiser, batch: EvalBatch, cond=None) -> dict:  # noqa: ANN001
+    def _maps(self, denoiser, batch: EvalBatch, cond=None, progress: bool = False) -> dict:  # noqa: ANN001
         kind = self.kind if len(self.variables) > 1 else "mi"
         est = information_estimates(denoiser, batch, self.variables, reduction="pixel", n_draws=self.n_draws,
-                                    seed=self.seed, cond=cond)
+                                    seed=self.seed, cond=cond, progress=progress)
         return {v: est[f"{kind}/{v}"].value for v in self.variables}
 
     @override
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch) -> None:
-        maps = self._maps(pl_module, batch)
-        gt = trainer.datamodule.ground_truth() if hasattr(trainer.datamodule, "ground_truth") else None
+        show = self.show_progress(trainer)
+        maps = self._maps(pl_module, batch, progress=show)
+        gt = ground_truth_of(trainer.datamodule)
         oracle_maps = None
         if gt is not None and gt.oracle is not None and batch.oracle_cond:
             oracle_cond = {k: v.to(batch.x.device) for k, v in batch.oracle_cond.items() if k in self.variables}
-            oracle_maps = self._maps(gt.oracle, batch, cond=oracle_cond)
+            oracle_maps = self._maps(gt.oracle, batch, cond=oracle_cond, progress=show)
+        kind = self.kind if len(self.variables) > 1 else "mi"
+        n_images = int(gather_cat(trainer, batch.sample_ids.cpu()).shape[0])
+        self.result = {"heatmaps": {"kind": kind, "n_images": n_images}}
         metrics = {}
         if batch.masks is not None:
             obj = batch.masks.any(dim=1).to(batch.x.device)  # (B, H, W): every object of the image
+            share: dict[str, dict[str, tuple[float, float]]] = {"mass_in_mask": {}, "oracle_mass_in_mask": {}}
             for v, m in maps.items():
-                self.last_mass[v] = float(gather_cat(trainer, mass_in_mask(m, obj)).mean())
+                share["mass_in_mask"][v] = mean_and_se(gather_cat(trainer, mass_in_mask(m, obj).cpu()))
+                self.last_mass[v] = share["mass_in_mask"][v][0]
                 metrics[f"val/heatmap_mass_in_mask/{v}"] = self.last_mass[v]
                 if oracle_maps is not None:
-                    metrics[f"val/heatmap_mass_in_mask_oracle/{v}"] = float(
-                        gather_cat(trainer, mass_in_mask(oracle_maps[v], obj)).mean())
+                    share["oracle_mass_in_mask"][v] = mean_and_se(
+                        gather_cat(trainer, mass_in_mask(oracle_maps[v], obj).cpu()))
+                    metrics[f"val/heatmap_mass_in_mask_oracle/{v}"] = share["oracle_mass_in_mask"][v][0]
+            self.result["heatmaps"].update({k: v for k, v in share.items() if v})
         self.log_scalars(trainer, metrics)
         k = min(self.n_images, batch.x.shape[0])
         fig = plot_info_heatmaps(

@@ -22,6 +22,7 @@ class LikelihoodCallback(EvaluationCallback):
     @override
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch) -> None:
         est = nll_bits_per_dim(pl_module, batch, n_draws=self.n_draws, seed=self.seed,
-                               cond=batch.cond if self.conditional else None)
+                               cond=batch.cond if self.conditional else None, progress=self.show_progress(trainer))
         self.last = mean_and_se(gather_cat(trainer, est.value))
         self.log_scalars(trainer, {"val/nll_bpd": self.last[0], "val/nll_bpd_se": self.last[1]})
+        self.result = {"nll_bpd": {"estimate": self.last[0], "se": self.last[1], "conditional": self.conditional}}

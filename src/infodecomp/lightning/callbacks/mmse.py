@@ -6,7 +6,7 @@ import pytorch_lightning as pl
 import torch
 from typing_extensions import override
 
-from infodecomp.evaluation import EvalBatch, mmse_result
+from infodecomp.evaluation import EvalBatch, gaussian_reference, mmse_result
 from infodecomp.lightning.callbacks.base import EvaluationCallback, gather_cat
 from infodecomp.plotting import plot_mmse_curves
 
@@ -29,13 +29,17 @@ class MMSECurveCallback(EvaluationCallback):
 
     @override
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch) -> None:
-        res = mmse_result(pl_module, batch, self.grid, n_eps=self.n_eps, seed=self.seed)
+        res = mmse_result(pl_module, batch, self.grid, n_eps=self.n_eps, seed=self.seed,
+                          progress=self.show_progress(trainer))
         curves = {k: gather_cat(trainer, v) for k, v in res.curves.items()}  # (N, L) per sample
+        reference = gaussian_reference(self.grid, gather_cat(trainer, batch.x.cpu()))  # of all the items
         mean = {k: v.double().mean(0) for k, v in curves.items()}
         se = {k: v.double().std(0) / max(v.shape[0], 1) ** 0.5 for k, v in curves.items()}
-        fig = plot_mmse_curves(self.grid, mean, se=se, reference=res.gaussian_reference,
+        fig = plot_mmse_curves(self.grid, mean, se=se, reference=reference,
                                title=f"MMSE, step {trainer.global_step}")
         self.log_figure(trainer, "val/mmse_curve", fig)
-        rows = [[float(a), *(float(mean[k][i]) for k in mean), float(res.gaussian_reference[i])]
+        rows = [[float(a), *(float(mean[k][i]) for k in mean), float(reference[i])]
                 for i, a in enumerate(self.grid)]
         self.log_table(trainer, "val/mmse_table", ["logsnr", *mean, "gaussian_reference"], rows)
+        self.result = {"mmse": {"logsnr": self.grid.tolist(), **{k: v.tolist() for k, v in mean.items()},
+                                "gaussian_reference": reference.tolist()}}

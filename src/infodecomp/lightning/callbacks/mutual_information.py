@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytorch_lightning as pl
+import torch
+from torch import Tensor
 from typing_extensions import override
 
-from infodecomp.evaluation import EvalBatch, information_estimates, summarise
+from infodecomp.evaluation import (
+    EvalBatch,
+    information_density,
+    information_estimates,
+    subset,
+    summarise,
+)
+from infodecomp.interface import ground_truth_of
 from infodecomp.lightning.callbacks.base import EvaluationCallback, gather_cat
-from infodecomp.plotting import plot_information_bars
+from infodecomp.plotting import plot_information_bars, plot_information_density
 
 
 class MutualInformationCallback(EvaluationCallback):
@@ -28,14 +38,23 @@ class MutualInformationCallback(EvaluationCallback):
         estimators: ``"orthogonal"`` (the paper's, lowest variance) and/or ``"standard"`` (the
             difference of denoising errors: errors that both predictions share cancel, so it is
             the less biased one for a trained model whose branches are imperfect).
+        density_points: also evaluate the information density ``E||eps_hat(z|v) - eps_hat(z)||^2``
+            on this many log-SNRs in ``[-10, 12]`` (model, and oracle where there is one), on the
+            first ``density_items`` evaluation items (``0``: not at all; a figure
+            ``val/information_density`` shows where in noise level a model gains or loses).
     """
 
     needs_conditions = True
 
     def __init__(self, every_n_steps: int = 250, n_eval: int = 256, n_draws: int = 32, seed: int = 0,
                  variables: Sequence[str] | None = None,
-                 estimators: Sequence[str] = ("orthogonal", "standard")) -> None:
+                 estimators: Sequence[str] = ("orthogonal", "standard"), density_points: int = 0,
+                 density_items: int = 64) -> None:
         super().__init__(every_n_steps, n_eval, seed)
+        if density_points < 0 or (density_points and (density_points < 2 or density_items < 2)):
+            raise ValueError(f"density_points must be 0 or >= 2 with density_items >= 2, got {density_points}, "
+                             f"{density_items}")
+        self.density_points, self.density_items = density_points, density_items
         if n_draws < 4:
             raise ValueError(f"n_draws must be >= 4, got {n_draws}")
         bad = [e for e in estimators if e not in ("orthogonal", "standard")]
@@ -60,22 +79,23 @@ class MutualInformationCallback(EvaluationCallback):
 
     @override
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch) -> None:
+        show = self.show_progress(trainer)
         est = information_estimates(pl_module, batch, self.variables, n_draws=self.n_draws, seed=self.seed,
-                                    estimators=self.estimators)
+                                    estimators=self.estimators, progress=show)
         per_sample = {k: gather_cat(trainer, e.value) for k, e in est.items()}
-        gt = trainer.datamodule.ground_truth() if hasattr(trainer.datamodule, "ground_truth") else None
-        oracle = None
+        gt = ground_truth_of(trainer.datamodule)
+        oracle = oracle_cond = None
         if gt is not None and gt.oracle is not None and batch.oracle_cond:
             oracle_cond = {k: v.to(batch.x.device) for k, v in batch.oracle_cond.items() if k in self.variables}
             oracle_est = information_estimates(gt.oracle, batch, self.variables, n_draws=self.n_draws,
-                                               seed=self.seed, cond=oracle_cond, estimators=self.estimators)
+                                               seed=self.seed, cond=oracle_cond, estimators=self.estimators,
+                                               progress=show)
             oracle = {k: gather_cat(trainer, e.value) for k, e in oracle_est.items()}
         first = next(iter(est.values()))
         rows = summarise(per_sample, first.nfe, truth=gt, oracle=oracle,
-                         logsnr_range=(first.logsnr_range.low, first.logsnr_range.high))
+                         logsnr_range=(first.logsnr_range.low, first.logsnr_range.high), estimator=self.estimators[0])
         metrics = {"val/info_nfe": first.nfe}
         for r in rows:
-            r.estimator = r.name.split("@", 1)[1] if "@" in r.name else self.estimators[0]
             kind = f"{r.kind}_{r.estimator}" if "@" in r.name else r.kind
             metrics[f"val/{kind}/{r.variable}"] = r.estimate
             metrics[f"val/{kind}_se/{r.variable}"] = r.se
@@ -88,6 +108,29 @@ class MutualInformationCallback(EvaluationCallback):
                        [[v if not isinstance(v, tuple) else list(v) for v in t.values()] for t in table])
         self.log_figure(trainer, "val/information", plot_information_bars(table, title=f"step {trainer.global_step}"))
         self.last_rows = table
+        self.result = {"information": table, "n_eval": int(per_sample[next(iter(per_sample))].shape[0]),
+                       "n_draws": self.n_draws, "variables": list(self.variables)}
+        if self.density_points:
+            self.result["information_density"] = self._density(trainer, pl_module, batch, gt, oracle_cond)
+
+    def _density(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch, gt: Any,
+                 oracle_cond: dict | None) -> dict[str, Any]:
+        """The information density of the first ``density_items`` items (by dataset index, so
+        any number of processes gives the same curves), gathered and averaged."""
+        keep = batch.sample_ids < self.density_items
+        part = subset(batch, keep)
+        grid = torch.linspace(-10, 12, self.density_points)
+
+        def curves(denoiser: Any, cond: dict | None) -> dict[str, Tensor]:
+            per = information_density(denoiser, part, self.variables, grid, n_eps=2, seed=self.seed, cond=cond,
+                                      reduction="sample")
+            return {v: gather_cat(trainer, c.cpu()).double().mean(0) for v, c in per.items()}
+
+        model = curves(pl_module, None)
+        oracle = curves(gt.oracle, {k: v[keep.to(v.device)] for k, v in oracle_cond.items()}) if oracle_cond else None
+        self.log_figure(trainer, "val/information_density", plot_information_density(grid, model, oracle))
+        return {"logsnr": grid.tolist(), "model": {k: v.tolist() for k, v in model.items()},
+                "oracle": {k: v.tolist() for k, v in oracle.items()} if oracle else None}
 
     @override
     def finalize(self, trainer: pl.Trainer) -> None:

@@ -10,13 +10,12 @@ import torch
 from typing_extensions import override
 
 from infodecomp.evaluation import EvalBatch
+from infodecomp.interface import CaptionedWorld, TextDenoiser
 from infodecomp.lightning.callbacks.base import EvaluationCallback, gather_cat
 from infodecomp.plotting import plot_word_maps
 from infodecomp.probes import TextModel, compositional_accuracy, word_heatmaps
 from infodecomp.probes.compositional import shapes_perturbations
-from infodecomp.tasks.images import COLOURS, SHAPES
-
-PROBES = ("heatmap", "compositional", "localize", "intervene")
+from infodecomp.probes.runners import PROBES, mask_shares, word_masks
 
 
 class TextProbeCallback(EvaluationCallback):
@@ -67,12 +66,10 @@ class TextProbeCallback(EvaluationCallback):
             wm = word_heatmaps(model, batch.x, batch.captions, kinds=("cmi",), n_draws=self.n_draws, seed=self.seed,
                                sample_ids=batch.sample_ids)
             masks = None
-            if world is not None and hasattr(world, "word_masks") and batch.masks is not None:
-                masks, known = world.word_masks(wm.captions, batch.masks)
-                share = wm.mass_in_masks(masks.to(wm.cmi.device))
-                for t, names in (("colour", COLOURS), ("shape", SHAPES)):
-                    sel = known & wm.select(lambda w, names=names: w in names)
-                    values = gather_cat(trainer, share[sel].cpu())
+            if isinstance(world, CaptionedWorld) and batch.masks is not None:
+                masks, has = word_masks(world, wm.captions, batch.masks.cpu(), wm.positions)
+                for t, share in mask_shares(wm, masks, has).items():
+                    values = gather_cat(trainer, share)
                     values = values[torch.isfinite(values)]
                     if len(values):
                         metrics[f"val/word_mass_in_mask/{t}"] = self.last[t] = float(values.mean())
@@ -97,29 +94,31 @@ class TextProbeCallback(EvaluationCallback):
             metrics.update(self._rank_zero_probes(trainer, pl_module, model))
         self.log_scalars(trainer, metrics)
 
-    def _rank_zero_probes(self, trainer: pl.Trainer, pl_module: pl.LightningModule, model: TextModel) -> dict:
+    def _rank_zero_probes(self, trainer: pl.Trainer, pl_module: pl.LightningModule, model: TextDenoiser) -> dict:
         from infodecomp.evaluation import validation_batch
         from infodecomp.lightning.callbacks.base import run_dir
-        from infodecomp.probe_report import ProbeSettings, Scenes, probe_intervene, probe_localize
+        from infodecomp.probes.runners import ProbeSettings, Scenes, probe_intervene, probe_localize
 
         world = getattr(trainer.datamodule, "world", None)
-        if world is None or not hasattr(world, "word_masks"):
+        if not isinstance(world, CaptionedWorld):
             raise ValueError("the localize and intervene probes need a world with object masks (e.g. "
                              "ShapesDataModule with captions: true)")
         full = validation_batch(pl_module, trainer.datamodule, self.n_eval)  # every item, on rank zero
-        scenes = Scenes(full.x, list(full.captions), full.masks.to(full.x.device), world)
+        scenes = Scenes(full.x, list(full.captions), full.masks, world, image_ids=full.sample_ids.tolist())
         settings = ProbeSettings(n_items=len(scenes.captions), n_draws=self.n_draws, seed=self.seed,
                                  n_figure=self.n_images, steps=25, n_boot=200, progress=False)
         out = run_dir(trainer) / "figures" / f"probes_step{trainer.global_step:06d}"
         out.mkdir(parents=True, exist_ok=True)
         metrics = {}
         if "localize" in self.probes:
-            loc = probe_localize(model, scenes, settings, out)
-            for method, value in loc["miou"].items():
+            loc = probe_localize(model, scenes, settings)
+            loc.save_figures(out)
+            for method, value in loc.values["miou"].items():
                 metrics[f"val/localization/{method.replace(' ', '_')}"] = self.last[f"miou/{method}"] = value
         if "intervene" in self.probes:
-            inter = probe_intervene(model, scenes, settings, out)
+            inter = probe_intervene(model, scenes, settings)
+            inter.save_figures(out)
             for level in ("pixel", "image"):
-                for name, c in inter[level].items():
+                for name, c in inter.values[level].items():
                     metrics[f"val/intervention/{level}/{name}"] = self.last[f"{level}/{name}"] = c["value"]
         return metrics

@@ -6,7 +6,7 @@ import pytorch_lightning as pl
 import torch
 from typing_extensions import override
 
-from infodecomp.evaluation import EvalBatch, sample_images
+from infodecomp.evaluation import EvalBatch, sample_images, validation_batch
 from infodecomp.lightning.callbacks.base import EvaluationCallback
 from infodecomp.plotting import plot_sample_grid
 
@@ -23,9 +23,17 @@ class SampleGridCallback(EvaluationCallback):
         self.n_rows, self.per_row, self.steps = n_rows, per_row, steps
 
     @override
+    def eval_batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EvalBatch:
+        return validation_batch(pl_module, trainer.datamodule, self.n_eval)  # rank zero draws them all
+
+    @override
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch) -> None:
         if not trainer.is_global_zero:
             return
+        with self.status(trainer, f"sampling {self.n_rows + 1} rows of {self.per_row}"):
+            self._sample(trainer, pl_module, batch)
+
+    def _sample(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: EvalBatch) -> None:
         rows, titles = [], []
         for i in range(min(self.n_rows, batch.x.shape[0])):
             cond = {k: v[i : i + 1].expand(self.per_row, *v.shape[1:]) for k, v in batch.cond.items()}

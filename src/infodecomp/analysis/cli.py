@@ -1,0 +1,200 @@
+"""``analyze.py`` (``infodecomp-analyze`` once installed): analyse a trained run: information, heatmaps, MMSE curves, likelihood and samples.
+
+    python analyze.py report outputs/runs/shapes            # newest last.ckpt under the run directory
+    python analyze.py report path/to/last.ckpt --out my_report --n-eval 1024 --n-draws 128
+    python analyze.py report RUN --overwrite --wandb        # replace an existing report, log it to W&B
+
+Text-to-image probes (default RUN: the model shipped in data/shapes_text), each on held-out
+captioned scenes, writing report.json, figures and summary.md (default: outputs/probes/<probe>):
+
+    python analyze.py heatmap                  # CMI and MI map of every word of each caption
+    python analyze.py compositional            # true caption vs attribute/relation swaps, shuffles
+    python analyze.py compositional --aro DIR --aro-set vg-relation    # a local ARO set
+    python analyze.py localize                 # word maps -> masks, mIoU vs attention baselines
+    python analyze.py intervene --edit swap    # edit a word, regenerate, correlate the change
+
+A local Stable-Diffusion-style pipeline (diffusers format) instead, with --model DIR:
+
+    python analyze.py heatmap --model DIR --image IMG --prompt "a dog on a couch" [--words dog couch]
+    python analyze.py compositional --model DIR --aro DIR --aro-set vg-attribution
+    python analyze.py localize --model DIR --coco COCO_DIR --csv COCO-IT.csv [--devices 2]
+    python analyze.py intervene --model DIR --image IMG --prompt "..." --word dog [--replacement cat]
+
+Writes report.json, PNG figures and report.md (default: <run>/report). Input problems (missing
+checkpoint, a checkpoint of another model, a config that does not match) end with exit status 2
+and one line on stderr; nothing in the output directory is changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from infodecomp.analysis.common import AnalysisError
+
+if TYPE_CHECKING:
+    from infodecomp.analysis.probes import ProbeSettings
+
+# the subcommands' names, known without importing torch (the probe module checks they agree)
+PROBES = ("heatmap", "compositional", "localize", "intervene")
+ARO_SETS = ("vg-relation", "vg-attribution", "coco-order", "flickr-order")
+
+
+def precheck(args: argparse.Namespace) -> None:
+    """Input checks that need no model: named files and directories exist, the output is free.
+    They run before torch is imported, so a typo is answered at once."""
+    def exists(value: str | None, what: str, kind: str = "any") -> None:
+        if value is None:
+            return
+        p = Path(value)
+        ok = p.is_file() if kind == "file" else p.is_dir() if kind == "dir" else p.exists()
+        if not ok:
+            raise AnalysisError(f"{what} not found: {p}")
+
+    exists(getattr(args, "run", None), "checkpoint or run directory")
+    exists(getattr(args, "config", None), "config file", "file")
+    exists(getattr(args, "model", None), "model directory", "dir")
+    exists(getattr(args, "image", None), "image", "file")
+    exists(getattr(args, "coco", None), "COCO root", "dir")
+    exists(getattr(args, "csv", None), "CSV", "file")
+    exists(getattr(args, "aro", None), "ARO root", "dir")
+    out = getattr(args, "out", None)
+    if out is not None and not getattr(args, "overwrite", False):
+        p = Path(out)
+        if p.exists() and (not p.is_dir() or any(p.iterdir())) and not (p / "items").is_dir():
+            raise AnalysisError(f"{p} already holds a report; pass --overwrite to replace it")
+    if getattr(args, "devices", 1) < 1:
+        raise AnalysisError(f"--devices must be >= 1, got {args.devices}")
+
+
+PROBE_HELP = {
+    "heatmap": "CMI and MI maps of each word of captioned scenes",
+    "compositional": "true caption against perturbed ones (ARO-style)",
+    "localize": "unsupervised localization of object words (mIoU)",
+    "intervene": "edit a word, regenerate from the inverted latent, correlate the change with maps",
+}
+
+
+def run_pretrained(args: argparse.Namespace, settings: ProbeSettings):  # noqa: ANN201
+    """The probes on a local Stable-Diffusion pipeline (``--model DIR``)."""
+    from infodecomp.analysis import probes as pr
+
+    def need(*names: str) -> None:
+        missing = [f"--{n.replace('_', '-')}" for n in names if not getattr(args, n, None)]
+        if missing:
+            raise AnalysisError(f"{args.command} --model needs {' and '.join(missing)}")
+
+    out = args.out or f"outputs/probes/{args.command}-{Path(args.model).name}"
+    if args.command == "heatmap":
+        need("image", "prompt")
+        return pr.heatmap(args.model, args.image, args.prompt, out, words=args.words, settings=settings,
+                          overwrite=args.overwrite)
+    if args.command == "compositional":
+        need("aro")
+        return pr.compositional(args.model, args.aro, args.aro_set, out, settings=settings, overwrite=args.overwrite)
+    if args.command == "intervene":
+        need("image", "prompt", "word")
+        return pr.intervene(args.model, args.image, args.prompt, args.word, out, replacement=args.replacement,
+                            settings=settings, overwrite=args.overwrite)
+    need("coco", "csv")
+    return pr.localize(args.model, args.coco, args.csv, out, settings=settings, overwrite=args.overwrite,
+                       devices=args.devices, accelerator=args.accelerator)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="analyze.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    rep = sub.add_parser("report", help="full report of a trained run")
+    rep.add_argument("run", help="a checkpoint (.ckpt) or a run directory holding last.ckpt")
+    rep.add_argument("--out", default=None, help="report directory (default: <run>/report)")
+    rep.add_argument("--config", default=None, help="training config (default: the run's saved config.yaml)")
+    rep.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    rep.add_argument("--n-eval", type=int, default=256, help="validation items evaluated")
+    rep.add_argument("--n-draws", type=int, default=32, help="log-SNR draws per item")
+    rep.add_argument("--n-heatmap", type=int, default=64, help="items whose per-pixel maps are computed")
+    rep.add_argument("--no-samples", action="store_true", help="skip generating samples")
+    rep.add_argument("--wandb", action="store_true", help="also log the report to W&B (offline without credentials)")
+    rep.add_argument("--accelerator", default="auto", help="cpu, gpu, ... (Lightning's; default: a GPU if there is one)")
+    rep.add_argument("--devices", type=int, default=1, help="processes (DDP): the numbers do not change with it")
+    for name in PROBES:
+        p = sub.add_parser(name, help=PROBE_HELP[name])
+        p.add_argument("run", nargs="?", default=None,
+                       help="a text-to-image checkpoint or run directory (default: data/shapes_text)")
+        p.add_argument("--out", default=None, help=f"report directory (default: outputs/probes/{name})")
+        p.add_argument("--config", default=None, help="training config (default: the run's config.yaml)")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+        p.add_argument("--n-items", type=int, default=200, help="held-out scenes (or ARO items)")
+        p.add_argument("--n-draws", type=int, default=32, help="log-SNR draws per item")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--wandb", action="store_true", help="also log the tables and figures to W&B")
+        p.add_argument("--model", default=None, help="a local Stable-Diffusion-style pipeline directory")
+        if name in ("heatmap", "intervene"):
+            p.add_argument("--image", default=None, help="RGB image (with --model)")
+            p.add_argument("--prompt", default=None, help="its caption (with --model)")
+        if name == "heatmap":
+            p.add_argument("--words", nargs="+", default=None, help="words to map (default: all)")
+        if name == "intervene":
+            p.add_argument("--word", default=None, help="the word to omit or replace (with --model)")
+            p.add_argument("--replacement", default=None, help="replace the word instead of omitting it")
+        if name == "localize":
+            p.add_argument("--coco", default=None, help="COCO root: val2017/ and annotations/ (with --model)")
+            p.add_argument("--csv", default=None, help="COCO-IT CSV (with --model)")
+            p.add_argument("--devices", type=int, default=1, help="processes for Lightning's predict (DDP)")
+            p.add_argument("--accelerator", default="auto")
+        if name == "compositional":
+            p.add_argument("--aro", default=None, help="root of a local ARO set (see infodecomp.probes.aro)")
+            p.add_argument("--aro-set", default="vg-relation", choices=ARO_SETS)  # checked at parse time
+        if name == "localize":
+            p.add_argument("--calibration", type=float, default=0.25, help="share of images used to pick thresholds")
+        if name == "intervene":
+            p.add_argument("--edit", choices=("omit", "swap"), default="omit", help="omit a word or swap a colour")
+            p.add_argument("--steps", type=int, default=50, help="DDIM steps of inversion and regeneration")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        precheck(args)
+    except AnalysisError as err:
+        print(f"analyze.py: error: {err}", file=sys.stderr)
+        return 2
+    if args.command in PROBES:
+        if args.n_draws < 4 or args.n_draws % 4:
+            parser.error("--n-draws must be a positive multiple of 4")
+        from infodecomp.analysis.probes import ProbeSettings, run_probe
+
+        settings = ProbeSettings(n_items=args.n_items, n_draws=args.n_draws, seed=args.seed,
+                                 calibration=getattr(args, "calibration", 0.25), steps=getattr(args, "steps", 50),
+                                 edit=getattr(args, "edit", "omit"))
+        aro = (args.aro_set, args.aro) if getattr(args, "aro", None) else None
+        try:
+            if args.model:
+                out = run_pretrained(args, settings)
+                if out is None:  # a non-zero rank of a multi-process run
+                    return 0
+            else:
+                out = run_probe(args.command, args.run, args.out, config=args.config, overwrite=args.overwrite,
+                                settings=settings, wandb=args.wandb, aro=aro)
+        except AnalysisError as err:
+            print(f"analyze.py: error: {err}", file=sys.stderr)
+            return 2
+        print(f"{args.command} report written to {out}/summary.md")
+        return 0
+    if args.n_eval < 2 or args.n_draws < 4 or args.n_draws % 4:
+        parser.error("--n-eval must be >= 2 and --n-draws a positive multiple of 4")
+    from infodecomp.analysis.report import ReportSettings, make_report
+
+    settings = ReportSettings(n_eval=args.n_eval, n_draws=args.n_draws, n_heatmap=args.n_heatmap,
+                              samples=not args.no_samples)
+    try:
+        out = make_report(args.run, args.out, config=args.config, overwrite=args.overwrite, settings=settings,
+                          wandb=args.wandb, accelerator=args.accelerator, devices=args.devices)
+    except AnalysisError as err:
+        print(f"analyze.py: error: {err}", file=sys.stderr)
+        return 2
+    if out is not None:  # rank zero of a multi-device report
+        print(f"report written to {out}/report.md")
+    return 0
+

@@ -1,0 +1,266 @@
+"""``analyze.py report``: the training callbacks, run once by ``Trainer.validate`` with report budgets.
+
+Nothing is computed here that a callback does not compute during training: the report builds
+the evaluation callbacks (information table and density, heatmaps, MMSE curves, likelihood,
+samples) with the budgets of :class:`ReportSettings`, runs them through Lightning's validation
+loop on the checkpoint (any accelerator, any number of devices: items are sharded and gathered,
+and draws depend only on each item's index, so 1 and N processes give the same numbers), and
+writes what they computed: ``report.json``, their figures and a readable ``report.md``.
+
+The directory is assembled beside the target (:func:`~infodecomp.analysis.common.partial_dir`)
+and moved into place at the end. Each finished step is kept there, so a report that was killed
+resumes from the steps it had finished when run again with the same settings.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+from infodecomp.analysis.common import check_writable, load_run, partial_dir, write_atomically
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReportSettings:
+    """Budgets of a report (every number the report uses is here)."""
+
+    n_eval: int = 256  # validation items for the information table and the likelihood
+    n_draws: int = 32  # (log-SNR, noise) draws per item
+    n_heatmap: int = 64  # items whose per-pixel maps are computed
+    n_images: int = 8  # rows of the heatmap figure
+    density_points: int = 23  # log-SNRs of the information density curve
+    density_items: int = 64
+    mmse_points: int = 33
+    mmse_items: int = 64
+    mmse_eps: int = 4
+    sample_rows: int = 4
+    sample_steps: int = 50
+    seed: int = 0
+    samples: bool = True
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def report_callbacks(s: ReportSettings) -> dict[str, Any]:
+    """The report's steps: the training callbacks with report budgets, by name."""
+    from infodecomp.lightning.callbacks import (
+        InfoHeatmapCallback,
+        LikelihoodCallback,
+        MMSECurveCallback,
+        MutualInformationCallback,
+        SampleGridCallback,
+    )
+
+    steps = {
+        "information": MutualInformationCallback(every_n_steps=0, n_eval=s.n_eval, n_draws=s.n_draws, seed=s.seed,
+                                                 density_points=s.density_points, density_items=s.density_items),
+        "heatmaps": InfoHeatmapCallback(every_n_steps=0, n_eval=s.n_heatmap, n_images=s.n_images, n_draws=s.n_draws,
+                                        seed=s.seed),
+        "mmse": MMSECurveCallback(every_n_steps=0, n_eval=s.mmse_items, n_points=s.mmse_points, n_eps=s.mmse_eps,
+                                  seed=s.seed),
+        "likelihood": LikelihoodCallback(every_n_steps=0, n_eval=s.n_eval, n_draws=s.n_draws, seed=s.seed),
+    }
+    if s.samples:
+        steps["samples"] = SampleGridCallback(every_n_steps=0, n_rows=s.sample_rows, per_row=8, steps=s.sample_steps,
+                                              seed=s.seed)
+    return steps
+
+
+def _is_rank_zero() -> bool:
+    """Rank zero of a launch (Lightning's DDP launcher sets these for the processes it starts)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def make_report(
+    path: str | Path, out: str | Path | None = None, *, config: str | Path | None = None, overwrite: bool = False,
+    settings: ReportSettings | None = None, progress: bool = True, wandb: bool = False, accelerator: str = "auto",
+    devices: int = 1,
+) -> Path | None:
+    """Analyse a run and write its report directory; returns the directory (``None`` on the
+    other processes of a multi-device run)."""
+    s = settings or ReportSettings()
+    module, dm, ckpt, cfg_path = load_run(path, config)
+    run = cfg_path.parent
+    out = Path(out) if out is not None else run / "report"
+    if not _is_rank_zero():  # another process of a multi-device report: compute, write nothing
+        _validate(module, dm, report_callbacks(s), s, None, progress=False, wandb=False, accelerator=accelerator,
+                  devices=devices)
+        return None
+    check_writable(out, overwrite)
+    stat = ckpt.stat()
+    key = hashlib.sha1(f"{s.key()} {ckpt.resolve()} {stat.st_size} {stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    tmp = partial_dir(out)
+    if tmp.exists():
+        saved = tmp / "settings.json"
+        if not saved.is_file() or json.loads(saved.read_text()).get("key") != key:
+            shutil.rmtree(tmp)  # left by a run of other settings or another checkpoint: start over
+
+    def fill(tmp: Path) -> dict:
+        (tmp / "settings.json").write_text(json.dumps({"key": key, **asdict(s), "checkpoint": str(ckpt)}))
+        start = time.perf_counter()
+        steps = report_callbacks(s)
+        done = {name: json.loads(f.read_text()) for name in steps if (f := tmp / "steps" / f"{name}.json").is_file()}
+        todo = {name: cb for name, cb in steps.items() if name not in done}
+        if done:
+            log.warning("resuming the report in %s: %s already done", tmp, ", ".join(done))
+        _validate(module, dm, todo, s, tmp, progress=progress, wandb=wandb, accelerator=accelerator,
+                        devices=devices)
+        result: dict[str, Any] = {"model": module.hparams["backbone"]["class_path"], "checkpoint": str(ckpt),
+                                  "config": str(cfg_path), "devices": devices, "settings": asdict(s),
+                                  "figures": {}}
+        for name in steps:
+            part = done.get(name) or {"result": todo[name].result, "figures": todo[name].figures}
+            result.update(part["result"])
+            result["figures"].update(part["figures"])
+        result.setdefault("n_eval", s.n_eval)
+        result.setdefault("n_draws", s.n_draws)
+        hist = read_history(run)
+        if hist:
+            result["history"] = {k: {"steps": v[0], "values": v[1]} for k, v in hist.items()}
+            result["figures"]["history"] = _history_figure(hist, dm, tmp / "mi_history.png")
+        result["seconds"] = time.perf_counter() - start
+        (tmp / "report.json").write_text(json.dumps(result, indent=2, default=float))
+        (tmp / "report.md").write_text(render_markdown(result))
+        (tmp / "settings.json").unlink()
+        shutil.rmtree(tmp / "steps", ignore_errors=True)
+        return result
+
+    write_atomically(out, fill, overwrite=overwrite, keep_partial=True)
+    return out
+
+
+def _validate(module: Any, dm: Any, steps: Mapping[str, Any], s: ReportSettings, tmp: Path | None, *,
+              progress: bool, wandb: bool, accelerator: str, devices: int) -> None:
+    """Run the steps' callbacks under ``Trainer.validate``; each finished step is saved in ``tmp``."""
+    callbacks: list[pl.Callback] = []
+    for name, cb in steps.items():
+        cb.progress, cb.figure_dir = progress, tmp  # each step shows its own progress bar
+        callbacks += [cb, StepSaver(name, cb, tmp)] if tmp is not None else [cb]
+    logger: Any = False
+    if wandb and tmp is not None:
+        from infodecomp.lightning.loggers import AutoWandbLogger
+
+        logger = AutoWandbLogger(save_dir=str(tmp), project="infodecomp", name="report", job_type="analysis")
+    trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy="ddp" if devices > 1 else "auto",
+                         logger=logger, callbacks=callbacks, enable_checkpointing=False, enable_model_summary=False,
+                         enable_progress_bar=False, default_root_dir=str(tmp or "."))
+    trainer.validate(module, datamodule=dm, verbose=False)
+    if logger:
+        logger.experiment.finish()
+
+
+class StepSaver(pl.Callback):
+    """Keeps a report step's result once its callback (just before it in the list) has run, so
+    that a killed report resumes from the steps it finished."""
+
+    def __init__(self, name: str, callback: Any, tmp: Path) -> None:
+        self.name, self.callback, self.tmp = name, callback, tmp
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self.callback.enabled:
+            path = self.tmp / "steps" / f"{self.name}.json"
+            path.parent.mkdir(exist_ok=True)
+            part = path.with_suffix(".part")
+            part.write_text(json.dumps({"result": self.callback.result, "figures": self.callback.figures},
+                                       default=float))
+            os.replace(part, path)
+
+
+def read_history(run: Path) -> dict[str, tuple[list[int], list[float]]]:
+    """``{metric: (steps, values)}`` of the ``val/mi/*`` and ``val/cmi/*`` curves in metrics.csv."""
+    path = run / "metrics.csv"
+    if not path.is_file():
+        return {}
+    hist: dict[str, tuple[list[int], list[float]]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            for k, v in row.items():
+                if k and (k.startswith("val/mi/") or k.startswith("val/cmi/")) and v not in (None, ""):
+                    steps, vals = hist.setdefault(k, ([], []))
+                    steps.append(int(row["step"]))
+                    vals.append(float(v))
+    return hist
+
+
+def _history_figure(hist: Mapping[str, tuple[list[int], list[float]]], dm: Any, path: Path) -> str:
+    from infodecomp.interface import ground_truth_of
+    from infodecomp.plotting import close, plot_metric_history
+
+    gt = ground_truth_of(dm)
+    truth = {}
+    if gt is not None:
+        truth = {f"val/mi/{k}": v for k, v in gt.mutual_information.items()}
+        truth.update({f"val/cmi/{k}": v for k, v in gt.conditional_mutual_information.items()})
+    keys = [k for k in hist if k.startswith("val/mi/")]
+    fig = plot_metric_history({k: hist[k][0] for k in keys}, {k: hist[k][1] for k in keys}, truth=truth,
+                              title="MI during training")
+    fig.savefig(path, dpi=110)
+    close(fig)
+    return path.name
+
+
+def render_markdown(r: Mapping[str, Any]) -> str:
+    """A report a person can read, with the figures embedded."""
+    figs = r.get("figures", {})
+
+    def image(key: str, alt: str) -> list[str]:
+        return [f"![{alt}]({figs[key]})", ""] if key in figs else []
+
+    lines = ["# infodecomp report", "", f"- checkpoint: `{r['checkpoint']}`", f"- model: `{r['model']}`",
+             f"- evaluation set: {r['n_eval']} validation items, {r['n_draws']} log-SNR draws each, "
+             f"{r.get('devices', 1)} device(s)", ""]
+    if r.get("information"):
+        lines += ["## Information per conditioning variable (nats)", "",
+                  "| quantity | estimator | estimate ± SE | exact | relative error | oracle, same draws |",
+                  "|---|---|---|---|---|---|"]
+        for row in r["information"]:
+            exact = f"{row['truth']:.4f}" if row.get("truth") is not None else "—"
+            rel = f"{100 * row['rel_error']:.1f}%" if row.get("rel_error") is not None else "—"
+            orc = f"{row['oracle_estimate']:.4f} ± {row['oracle_se']:.4f}" if row.get("oracle_estimate") is not None else "—"
+            label = f"I(x; {row['variable']})" if row["kind"] == "mi" else f"I(x; {row['variable']} | rest)"
+            lines.append(f"| {label} | {row['estimator']} | {row['estimate']:.4f} ± {row['se']:.4f} | {exact} | {rel} | {orc} |")
+        lines += ["", "The orthogonal estimator adds any disagreement between a trained model's conditional and",
+                  "unconditional predictions, errors included; the standard one lets errors of similar size",
+                  "cancel. The density plot shows at which noise levels the model gains or loses information",
+                  "relative to the exact oracle.", ""]
+        lines += image("val/information", "information") + image("val/information_density", "density")
+    if r.get("heatmaps"):
+        h = r["heatmaps"]
+        lines += [f"## Where the information lives ({h['kind'].upper()} maps, {h['n_images']} images)", ""]
+        if "mass_in_mask" in h:
+            lines += ["| variable | map mass inside the object (model) | (exact oracle) |", "|---|---|---|"]
+            for v, (m, se) in h["mass_in_mask"].items():
+                o = h.get("oracle_mass_in_mask", {}).get(v)
+                lines.append(f"| {v} | {100 * m:.1f}% ± {100 * se:.1f} | {'—' if o is None else f'{100 * o[0]:.1f}%'} |")
+            lines.append("")
+            if "oracle_mass_in_mask" in h:
+                lines += ["A variable is told apart where its possible values would draw different pixels: for",
+                          "shape or position that is partly where the object is *not* drawn, so even the exact",
+                          "maps keep part of their mass outside the mask. Compare the model with the oracle column.",
+                          ""]
+        lines += image(f"val/heatmap/{h['kind']}", "heatmaps")
+    if "history" in figs:
+        lines += ["## MI during training (dashed: exact)", "", f"![history]({figs['history']})", ""]
+    if r.get("mmse"):
+        lines += ["## MMSE curves", ""] + image("val/mmse_curve", "mmse")
+    if r.get("nll_bpd"):
+        lines += [f"Negative log-likelihood: {r['nll_bpd']['estimate']:.4f} ± {r['nll_bpd']['se']:.4f} bits/dim "
+                  "(continuous density of the modelled values).", ""]
+    if "val/samples" in figs:
+        lines += ["## Samples (deterministic DDIM on a log-SNR grid)", ""] + image("val/samples", "samples")
+    lines.append(f"_Computed in {r['seconds']:.0f} s._")
+    return "\n".join(lines) + "\n"
