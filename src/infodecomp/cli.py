@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -243,8 +244,13 @@ def train_main(args: Sequence[str] | None = None, default_config_files: Sequence
 
 
 def one_line(err: BaseException) -> str:
-    """An exception's message on one line (jsonargparse's run over several)."""
+    """An exception's message on one line. jsonargparse wraps a class's own error (``batch_size
+    must be >= 1``) in a report on every type it tried; the class's own sentence is what counts."""
     text = " ".join(str(err).split())
+    own = re.search(r"Errors: - (.*?) - Expected a <class 'NoneType'>", text)
+    if own:
+        key = re.match(r'Parser key "([^"]+)"', text)
+        text = f"{key.group(1)}: {own.group(1)}" if key else own.group(1)
     return text if len(text) <= 400 else text[:397] + "..."
 
 

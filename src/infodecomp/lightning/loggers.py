@@ -39,8 +39,15 @@ class AutoWandbLogger(WandbLogger):
             offline = os.environ.get("WANDB_MODE") in ("offline", "disabled") or not wandb_credentials_available()
         if offline:
             log.info("W&B: no credentials configured, logging offline under %s", save_dir)
-        Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(save_dir=save_dir, project=project, name=name, offline=offline, **kwargs)
+
+    @property
+    def experiment(self) -> Any:
+        # the directory is made when the run starts, not when the logger is configured: a run
+        # that fails its input checks leaves nothing behind
+        if self._experiment is None and self._save_dir:
+            Path(self._save_dir).mkdir(parents=True, exist_ok=True)
+        return super().experiment
 
 
 class ContinueCSVMetrics(Callback):

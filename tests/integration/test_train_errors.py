@@ -1,0 +1,87 @@
+"""train.py answers bad input with one line and exit status 2, and creates nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from infodecomp.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
+
+
+def created(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.name not in ("configs", "inputs")
+                  and "inputs" not in p.parts)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "configs").symlink_to(CONFIGS)
+    (tmp_path / "inputs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_files_named_on_the_command_line_are_checked_before_torch_loads(workdir: Path) -> None:
+    for args, message in ((["--config", "nope.yaml"], "config file not found: nope.yaml"),
+                          (["--ckpt_path", "missing.ckpt"], "checkpoint not found: missing.ckpt")):
+        start = time.perf_counter()
+        res = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
+                             cwd=workdir, env={**os.environ, "WANDB_MODE": "offline"}, timeout=120)
+        assert res.returncode == 2 and res.stderr == f"train.py: error: {message}\n"
+        assert time.perf_counter() - start < 10  # (a LightningCLI start takes ~10 s on 2 cores)
+    assert created(workdir) == []
+
+
+def _foreign(path: Path) -> Path:
+    torch.save({"state_dict": {}, "hyper_parameters": {"hidden": 3}}, path)
+    return path
+
+
+CASES = {
+    "cifar-root": (["--config", "configs/experiment/cifar10.yaml", "--data.init_args.root", "nowhere"],
+                   "CIFAR-10 not found under nowhere"),
+    "caption-root": (["--config", "configs/experiment/caption_folder.yaml", "--data.init_args.root", "nowhere"],
+                     "captions file not found: nowhere/captions.csv"),
+    "batch-size": (["--data.init_args.batch_size", "0"], "batch_size must be >= 1, got 0"),
+    "max-steps": (["--trainer.max_steps", "-5"], "trainer.max_steps must be -1 (no limit) or >= 0, got -5"),
+    "corrupt-checkpoint": (["--ckpt_path", "inputs/corrupt.ckpt"], "cannot read checkpoint inputs/corrupt.ckpt"),
+    "foreign-checkpoint": (["--ckpt_path", "inputs/foreign.ckpt"], "is not an infodecomp DiffusionModule checkpoint"),
+    "unknown-option": (["--trainer.max_stepz", "5"], "unrecognized arguments: --trainer.max_stepz 5"),
+    "shape-mismatch": (["--config", "configs/experiment/digits.yaml", "--model.backbone.init_args.image_size", "16"],
+                       "data and model disagree on the input shape"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_input_errors_are_one_line(case: str, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    (workdir / "inputs" / "corrupt.ckpt").write_text("not a checkpoint")
+    _foreign(workdir / "inputs" / "foreign.ckpt")
+    args, message = CASES[case]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("train.py: error:")]
+    assert len(errors) == 1 and message in errors[0], err[-2000:]
+    assert "Traceback" not in err
+    assert created(workdir) == []  # no run directory, no W&B run, not even outputs/
+
+
+def test_a_run_that_fails_inside_fit_leaves_no_empty_run_directory(workdir: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    callbacks = json.dumps([{"class_path": "infodecomp.lightning.callbacks.MutualInformationCallback",
+                             "init_args": {"variables": ["no_such_label"], "n_eval": 4, "n_draws": 4}}])
+    args = ["--config", "configs/debug.yaml", "--data.init_args.n_train", "32", "--data.init_args.n_val", "8",
+            "--trainer.callbacks", callbacks, "--trainer.logger", json.dumps(
+                {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "outputs/runs"}})]
+    assert main(args) == 2
+    assert "are not model conditions" in capsys.readouterr().err  # raised in the callback's setup, inside fit
+    assert not list(workdir.rglob("version_*"))
