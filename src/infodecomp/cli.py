@@ -35,7 +35,7 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 """The configs shipped with the package (``configs/`` in a checkout links here)."""
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """A problem with the user's input: reported as one line, exit status 2."""
 
 
