@@ -156,3 +156,20 @@ def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     assert "last checkpoint:" in out.stdout
     assert torch.load(next(tmp_path.glob("ddp/version_*/checkpoints/last.ckpt")), weights_only=False)["global_step"] == 3
+
+
+def test_vector_run_with_the_default_callbacks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The default trainer's callbacks on a vector model: maps and sample grids do not apply and
+    are skipped with one log line each; the rest run (this crashed before)."""
+    logger = json.dumps({"class_path": "pytorch_lightning.loggers.CSVLogger",
+                         "init_args": {"save_dir": str(tmp_path / "logs"), "name": "vector"}})
+    with caplog.at_level("INFO"):
+        cli = train_main(["--config", str(CONFIGS / "experiment" / "vector.yaml"), "--trainer.max_steps", "2",
+                          "--trainer.val_check_interval", "2", "--trainer.logger", logger,
+                          "--data.init_args.n_train", "512", "--data.init_args.n_val", "64"],
+                         default_config_files=DEFAULT)
+    assert cli.trainer.global_step == 2
+    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert sorted(m.split()[0] for m in skipped) == ["InfoHeatmapCallback", "SampleGridCallback"]
+    figures = {p.name.rsplit("_step", 1)[0] for p in (tmp_path / "logs" / "vector" / "version_0" / "figures").iterdir()}
+    assert figures == {"val_information", "val_mmse_curve"}
