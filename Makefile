@@ -25,9 +25,11 @@ test-all: $(STAMP)
 	$(PY) -m pytest -m ''
 
 # Train the default experiment (shapes world, attribute labels) on the CPU, then analyse it.
+# An interrupted demo continues where it stopped (the newest run's last.ckpt, the report's
+# finished steps); a finished one is reported again.
 demo: $(STAMP)
-	$(PY) train.py
-	$(PY) analyze.py report outputs/runs/shapes
+	$(PY) train.py --ckpt_path last
+	$(PY) analyze.py report outputs/runs/shapes --overwrite
 
 bench-quick: $(STAMP)
 	$(PY) benchmarks/estimators.py --quick

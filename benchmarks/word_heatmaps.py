@@ -8,7 +8,7 @@ the caption, ``(K + 1) n`` denoiser calls per image, in batched forwards; word b
 ``2 K n``. Reported: denoiser calls (counted), wall time (median of alternating repeats) and
 their ratios. Goal: at least 2x faster for 5-word captions.
 
-The model is the shipped shapes-text model (``data/shapes_text``) when present, otherwise an
+The model is the shipped shapes-text model (``src/infodecomp/assets/shapes_text``) when present, otherwise an
 untrained one of the same architecture (the cost does not depend on the weights).
 
 Usage:
@@ -49,12 +49,13 @@ class Counting:
 
 
 def load_model() -> tuple[TextModel, str]:
+    from infodecomp.analysis.probes import shipped_text_model
     from infodecomp.lightning import DiffusionModule, load_module
     from infodecomp.models import build_backbone
 
-    shipped = ROOT / "data" / "shapes_text" / "last.ckpt"
+    shipped = shipped_text_model() / "last.ckpt"
     if shipped.is_file():
-        return TextModel.from_module(load_module(shipped)), str(shipped.relative_to(ROOT))
+        return TextModel.from_module(load_module(shipped)), str(shipped)
     cfg = yaml.safe_load((ROOT / "configs" / "model" / "unet_text.yaml").read_text())
     module = DiffusionModule(build_backbone(cfg["backbone"]), prediction="v").eval()
     return TextModel.from_module(module), "untrained configs/model/unet_text.yaml"

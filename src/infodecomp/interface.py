@@ -200,3 +200,54 @@ def as_tensor_1d(values: Any, name: str) -> Tensor:
     if t.ndim != 1:
         raise ValueError(f"{name} must be a scalar or 1-D, got shape {tuple(t.shape)}")
     return t
+
+
+@runtime_checkable
+class TextDenoiser(Protocol):
+    """What the text probes need of a text-conditioned denoiser, pixel or latent.
+
+    ``eps_hat = model(z, logsnr, model.encode(prompts))`` on inputs ``z: (B, *image_shape)``;
+    ``encode([""] * B)`` is the empty prompt. ``max_words`` is the most words the model reads,
+    ``token_positions(words)`` the encoder positions holding each word of a caption (for
+    cross-attention maps), ``unet`` the diffusers UNet the denoiser runs (``None``: no attention
+    maps). The hooks below let a latent model (a VAE in front, a discrete scheduler behind) run
+    the same probes; their defaults are those of a pixel model trained on every log-SNR, so a
+    pixel model inherits them by subclassing this protocol:
+
+    * ``encode_images(x)``: images ``(B, C, H, W)`` in ``[-1, 1]`` -> the denoiser's inputs;
+    * ``decode_latents(z)``: the denoiser's (clean) inputs -> images in ``[-1, 1]``;
+    * ``to_image_resolution(maps, size)``: per-pixel maps ``(..., h, w)`` of the denoiser's
+      inputs spread over images of ``size`` ``(H, W)``, keeping each map's total;
+    * ``trained_range``: the :class:`LogSNRRange` the model was trained on, or ``None``;
+    * ``sampler()``: the log-SNR sampler estimates should use (an
+      ``infodecomp.diffusion.sampling.LogSNRSampler``), or ``None`` for the estimators' default.
+    """
+
+    max_words: int
+    image_shape: tuple[int, ...]
+    unet: Any
+
+    def __call__(self, z: Tensor, logsnr: Tensor, cond: Cond = None) -> Tensor: ...
+
+    def encode(self, prompts: Sequence[str]) -> Cond: ...
+
+    def token_positions(self, words: Sequence[str]) -> list[list[int]]: ...
+
+    def encode_images(self, x: Tensor) -> Tensor:
+        return x
+
+    def decode_latents(self, z: Tensor) -> Tensor:
+        return z
+
+    def to_image_resolution(self, maps: Tensor, size: Sequence[int]) -> Tensor:
+        if tuple(maps.shape[-2:]) != tuple(size):
+            raise ValueError(f"maps of shape {tuple(maps.shape)} are not at the image size {tuple(size)}, and "
+                             f"{type(self).__name__} does not resample them")
+        return maps
+
+    @property
+    def trained_range(self) -> LogSNRRange | None:
+        return None
+
+    def sampler(self) -> Any:
+        return None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +132,26 @@ def test_probe_tables_go_to_wandb_offline(text_run: Path, tmp_path: Path, monkey
     assert res.returncode == 0, res.stderr[-3000:]
     runs = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
     assert runs and b"probe/compositional" in runs[0].read_bytes()
+
+
+def test_an_installed_package_finds_the_shipped_model(tmp_path: Path) -> None:
+    """A regular (non-editable) install carries the shipped model as package data."""
+    root = Path(__file__).resolve().parents[2]
+    source, site = tmp_path / "source", tmp_path / "site"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):  # a copy: building never touches the checkout
+        shutil.copy(root / name, source / name)
+    shutil.copytree(root / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+                          "--quiet", "--target", str(site), str(source)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    shutil.rmtree(source)
+    code = ("import infodecomp; from infodecomp.analysis.probes import shipped_text_model; "
+            "d = shipped_text_model(); print(infodecomp.__file__); print(d); "
+            "print((d / 'last.ckpt').is_file(), (d / 'config.yaml').is_file())")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "HOME": str(tmp_path)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    package, shipped, found = res.stdout.strip().splitlines()[-3:]
+    assert Path(package).is_relative_to(site) and Path(shipped).is_relative_to(site)
+    assert found == "True True"

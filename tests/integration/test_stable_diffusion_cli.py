@@ -31,8 +31,11 @@ def test_every_subcommand_runs(sd_dir: Path, coco: Path, tmp_path: Path) -> None
                   "--out", str(tmp_path / "h"), *FAST)
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads((tmp_path / "h" / "report.json").read_text())
-    assert report["words"] == ["a", "red", "cat", "on", "a", "mat"] and len(report["cmi_nats"]) == 6
-    assert report["latent_shape"] == [4, 8, 8] and (tmp_path / "h" / "word_maps.png").is_file()
+    examples = report["examples"]  # the same report as for an in-repo run, from the same probe
+    assert examples["words"] == [["a", "red", "cat", "on", "a", "mat"]] and len(examples["cmi_nats"][0]) == 6
+    assert report["cmi_per_word"]["a"]["n"] == 2 and report["n_items"] == 1
+    assert report["latent_shape"] == [4, 8, 8] and (tmp_path / "h" / "word_cmi_maps.png").is_file()
+    assert "# heatmap probe" in (tmp_path / "h" / "summary.md").read_text()
     assert report["logsnr_range"][0] == pytest.approx(-5.364, abs=1e-3)  # the scheduler's trained range
     maps = torch.load(tmp_path / "h" / "latent_maps.pt")
     assert maps["cmi"].shape == (6, 8, 8)
@@ -47,7 +50,10 @@ def test_every_subcommand_runs(sd_dir: Path, coco: Path, tmp_path: Path) -> None
                   "--word", "red", "--replacement", "blue", "--steps", "4", "--out", str(tmp_path / "i"), *FAST)
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads((tmp_path / "i" / "report.json").read_text())
-    assert report["edited_prompt"] == "a blue cat on a mat" and set(report["pixel_correlation"]) == {"cmi", "attention"}
+    assert report["edited_captions"] == ["a blue cat on a mat"] and report["edit"] == "replace"
+    assert set(report["pixel"]) == {"cmi", "attention"} and -1 <= report["pixel"]["cmi"]["value"] <= 1
+    assert report["image_path"] == image and (tmp_path / "i" / "interventions.png").is_file()
+    assert "Edited prompt: 'a blue cat on a mat'" in (tmp_path / "i" / "summary.md").read_text()
 
     res = analyze("localize", "--model", str(sd_dir), "--coco", str(coco), "--csv", str(coco / "COCO-IT.csv"),
                   "--out", str(tmp_path / "l"), *FAST)

@@ -7,14 +7,17 @@ text-conditioned UNet.
 
 from __future__ import annotations
 
+import math
 import random
 import warnings
 
 import pytest
 import torch
 
+from infodecomp.interface import TextDenoiser
 from infodecomp.lightning import DiffusionModule
 from infodecomp.models import TextConditionedUNet
+from infodecomp.plotting import close as plt_close
 from infodecomp.probes import (
     Edit,
     TextModel,
@@ -30,7 +33,7 @@ from infodecomp.probes import (
     word_heatmaps,
 )
 from infodecomp.probes.compositional import binomial_se, shuffle_trigrams, shuffle_within_trigrams
-from infodecomp.probes.localization import calibrate_threshold, normalise
+from infodecomp.probes.localization import calibrate_threshold, calibration_split, normalise
 from infodecomp.probes.oracle import caption_labels, shapes_text_oracle
 from infodecomp.tasks.images import TwoObjectShapesWorld
 
@@ -124,6 +127,20 @@ def test_bad_input_is_named(tiny: DiffusionModule, world: TwoObjectShapesWorld) 
         wm = word_heatmaps(tiny, x, [long], kinds=("cmi",), n_draws=4)
     assert any("cut from the end: 'a green'" in str(w.message) for w in caught)
     assert len(wm.words[0]) == 9
+
+
+def test_in_repo_models_are_text_denoisers_with_identity_hooks(tiny: DiffusionModule,
+                                                               oracle: TextModel) -> None:
+    model = TextModel.from_module(tiny)
+    for m in (model, oracle):
+        assert isinstance(m, TextDenoiser)
+        assert m.trained_range is None and m.sampler() is None
+    x = torch.randn(2, 3, 16, 16)
+    assert model.encode_images(x) is x and model.decode_latents(x) is x
+    assert model.to_image_resolution(x[:, 0], (16, 16)) is not None
+    with pytest.raises(ValueError, match="not at the image size"):
+        model.to_image_resolution(x[:, 0], (32, 32))
+    assert not isinstance(tiny, TextDenoiser)  # a DiffusionModule goes through the adapter
 
 
 def test_a_label_model_is_refused() -> None:
@@ -225,6 +242,36 @@ def test_localization_scores_and_calibration() -> None:
         localization({"m": perfect}, masks, calibration=torch.ones(40, dtype=torch.bool))
 
 
+def test_calibration_split_is_by_image_stable_and_exact() -> None:
+    ids = [7, 7, 3, 3, 3, 11, 20, 20, 42, 5, 5, 9]  # several words per image
+    calib = calibration_split(ids, 0.25, seed=0)
+    chosen = {i for i, c in zip(ids, calib.tolist(), strict=True) if c}
+    assert len(chosen) == round(0.25 * len(set(ids)))  # a share of the images, not of the words
+    assert all(c == (i in chosen) for i, c in zip(ids, calib.tolist(), strict=True))  # whole images
+    order = [11, 2, 5, 0, 9, 3, 8, 1, 4, 10, 6, 7]
+    shuffled = calibration_split([ids[j] for j in order], 0.25, seed=0)
+    assert shuffled.tolist() == [bool(calib[j]) for j in order]  # the order of the items does not matter
+    assert len({tuple(calibration_split(ids, 0.25, seed=k).tolist()) for k in range(10)}) > 1  # seeds draw anew
+    assert calibration_split([1, 2], 0.9).sum() == 1  # never all images
+    with pytest.raises(ValueError, match="two distinct images"):
+        calibration_split([4, 4], 0.5)
+
+
+def test_heatmap_runner_on_world_scenes(tiny: DiffusionModule, world: TwoObjectShapesWorld) -> None:
+    from infodecomp.probes.runners import ProbeSettings, Scenes, probe_heatmap
+
+    x, caps, masks = scenes(world, 4, seed=3)
+    s = ProbeSettings(n_draws=4, n_figure=2, progress=False)
+    res = probe_heatmap(TextModel.from_module(tiny), Scenes(x, caps, masks, world), s)
+    share = res.values["mass_in_mask"]
+    assert set(share) == {f"{k}/{t}" for k in ("cmi", "mi", "oracle cmi") for t in ("colour", "shape")}
+    assert share["oracle cmi/colour"]["mean"] > 0.999 and share["oracle cmi/colour"]["n"] == 8
+    assert res.maps["cmi"].shape == (4, 8, 16, 16) and set(res.figures) == {"word_cmi_maps", "word_mi_maps"}
+    assert res.values["examples"]["words"] == [c.split() for c in caps[:2]]
+    for fig in res.figures.values():
+        plt_close(fig)
+
+
 # ---- interventions -------------------------------------------------------------------------
 
 def test_exact_intervention_moves_the_edited_object(oracle: TextModel, world: TwoObjectShapesWorld) -> None:
@@ -246,7 +293,22 @@ def test_change_correlations() -> None:
     r = change_correlations(change, {"good": good, "random": torch.rand(20, 8, 8, generator=gen)}, n_boot=200)
     assert r.pixel["good"].value > 0.9 > abs(r.pixel["random"].value) + 0.5
     assert 0 < r.pixel["good"].se < 0.05 and r.image["good"].se > 0
-    with pytest.raises(ValueError, match="at least 3 images"):
-        change_correlations(change[:2], {"g": good[:2]})
+    # one image (the Stable-Diffusion probe): its pixel-level r, no SE, no image-level r
+    one = change_correlations(change[:1], {"good": good[:1]})
+    expected = torch.corrcoef(torch.stack([good[0].flatten(), change[0].flatten()]))[0, 1]
+    assert one.pixel["good"].value == pytest.approx(float(expected), rel=1e-5)
+    assert math.isnan(one.pixel["good"].se) and math.isnan(one.image["good"].value)
+    with pytest.raises(ValueError, match="at least one image"):
+        change_correlations(change[:0], {"g": good[:0]})
     with pytest.raises(ValueError, match="maps have shape"):
         change_correlations(change, {"g": good[:, :4]})
+
+
+def test_the_cli_names_every_probe_and_aro_set() -> None:
+    """analyze.py knows the subcommands before importing torch; they must be the probes'."""
+    from infodecomp.analysis import cli
+    from infodecomp.lightning.callbacks.probes import PROBES as CALLBACK_PROBES
+    from infodecomp.probes.aro import ARO_SETS
+    from infodecomp.probes.runners import PROBES, RUNNERS
+
+    assert cli.PROBES == PROBES == tuple(RUNNERS) == CALLBACK_PROBES and cli.ARO_SETS == ARO_SETS

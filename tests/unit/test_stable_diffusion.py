@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -11,9 +13,10 @@ import torch
 
 from infodecomp.diffusion.channel import add_noise
 from infodecomp.estimators import information_contrasts
+from infodecomp.interface import TextDenoiser
 from infodecomp.models.pretrained import logsnr_to_timestep
 from infodecomp.models.stable_diffusion import StableDiffusionModel, load_image, to_image_resolution
-from infodecomp.probes import word_heatmaps
+from infodecomp.probes import TextModel, word_heatmaps
 from tests.fixtures import write_tiny_sd_pipeline
 
 
@@ -41,6 +44,9 @@ def test_latent_maps_match_the_core_on_the_raw_unet(sd: StableDiffusionModel) ->
     assert lat.shape == (2, 4, 8, 8)
     captions = ["a red cat", "the dog"]
     ours = word_heatmaps(sd, lat, captions, kinds=("cmi",), n_draws=8, sampler=sd.sampler())
+    # the model's trained range is the default: the same maps without naming the sampler
+    torch.testing.assert_close(word_heatmaps(sd, lat, captions, kinds=("cmi",), n_draws=8).cmi, ours.cmi,
+                               equal_nan=True)
 
     # the same maps, written out by hand on the diffusers parts: same draws through the core
     tok, enc, unet, table = sd.tokenizer, sd.text_encoder, sd.unet_model, sd.logsnr_table
@@ -69,10 +75,25 @@ def test_latent_maps_match_the_core_on_the_raw_unet(sd: StableDiffusionModel) ->
         for b in range(2):
             if k < len(words[b]):
                 torch.testing.assert_close(ours.cmi[b, k], theirs[k].value[b], rtol=1e-4, atol=1e-6)
-    up = to_image_resolution(ours.cmi, (16, 16))
+    up = sd.to_image_resolution(ours.cmi, (16, 16))
+    torch.testing.assert_close(up, to_image_resolution(ours.cmi, (16, 16)), equal_nan=True)
     assert up.shape == (2, 3, 16, 16)
     torch.testing.assert_close(up[0].flatten(1).sum(1), ours.cmi[0].flatten(1).sum(1), rtol=1e-5, atol=1e-7)
     assert torch.isnan(up[1, 2]).all()  # the unused slot stays NaN
+
+
+def test_the_pipeline_is_a_text_denoiser_without_the_probes(sd: StableDiffusionModel) -> None:
+    assert isinstance(sd, TextDenoiser) and not isinstance(sd, TextModel)
+    assert sd.unet is sd.unet_model and sd.max_words == sd.max_tokens - 2
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    assert sd.decode_latents(sd.encode_images(x)).shape == x.shape
+    # lower layers never import higher ones: the adapter needs no probe, the targets no model
+    code = ("import sys, infodecomp.models.stable_diffusion, infodecomp.diffusion.targets as t; "
+            "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('infodecomp.')}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "'probes'" not in out and "'models'" in out
+    code = "import sys, infodecomp.diffusion.targets; print([m for m in sys.modules if m.startswith('infodecomp.models')])"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
 def test_multi_token_words_and_prompt_errors(sd: StableDiffusionModel) -> None:

@@ -4,7 +4,7 @@
     python analyze.py report path/to/last.ckpt --out my_report --n-eval 1024 --n-draws 128
     python analyze.py report RUN --overwrite --wandb        # replace an existing report, log it to W&B
 
-Text-to-image probes (default RUN: the model shipped in data/shapes_text), each on held-out
+Text-to-image probes (default RUN: the model shipped in src/infodecomp/assets/shapes_text), each on held-out
 captioned scenes, writing report.json, figures and summary.md (default: outputs/probes/<probe>):
 
     python analyze.py heatmap                  # CMI and MI map of every word of each caption
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in PROBES:
         p = sub.add_parser(name, help=PROBE_HELP[name])
         p.add_argument("run", nargs="?", default=None,
-                       help="a text-to-image checkpoint or run directory (default: data/shapes_text)")
+                       help="a text-to-image checkpoint or run directory (default: the shipped shapes_text model)")
         p.add_argument("--out", default=None, help=f"report directory (default: outputs/probes/{name})")
         p.add_argument("--config", default=None, help="training config (default: the run's config.yaml)")
         p.add_argument("--overwrite", action="store_true", help="replace an existing report")

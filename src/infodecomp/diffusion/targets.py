@@ -28,7 +28,11 @@ import torch
 from torch import Tensor
 
 from infodecomp.diffusion.channel import signal_noise_scales
-from infodecomp.models.conditioning import pad_tokens
+
+
+def pad_tokens(ids: Tensor, width: int, pad_id: int = 0) -> Tensor:
+    """Right-pad ``(B, L)`` token rows to ``width`` columns."""
+    return torch.nn.functional.pad(ids, (0, width - ids.shape[1]), value=pad_id)
 
 
 def stable_target(z: Tensor, logsnr: Tensor, refs: Tensor, match: Tensor | None = None) -> Tensor:

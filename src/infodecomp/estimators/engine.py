@@ -263,7 +263,8 @@ def _output_shape(shape: tuple[int, ...], reduction: str) -> tuple[int, ...]:
 
 
 @contextmanager
-def _progress(enabled: bool, total: int, description: str) -> Iterator[callable]:
+def progress_bar(enabled: bool, total: int, description: str) -> Iterator[callable]:
+    """A Rich progress bar of ``total`` steps (on stderr); yields ``advance()``. Off: a no-op."""
     if not enabled:
         yield lambda: None
         return
@@ -350,7 +351,7 @@ def integrate(
 
     blocks = [(j, min(j + block, n_alpha)) for j in range(0, n_alpha, block)]
     chunks = [(i, min(i + per_chunk, batch)) for i in range(0, batch, per_chunk)]
-    with torch.no_grad(), _progress(progress, len(chunks) * len(blocks), "integrating") as advance:
+    with torch.no_grad(), progress_bar(progress, len(chunks) * len(blocks), "integrating") as advance:
         for i0, i1 in chunks:
             n_s = i1 - i0
             x_chunk = x[i0:i1]
@@ -472,7 +473,7 @@ def evaluate_curve(
     gen = torch.Generator(device=x.device)
     per_chunk = max(1, max_batch // (n_eps * n_distinct))
 
-    with torch.no_grad(), _progress(progress, batch * n_grid, "curve") as advance:
+    with torch.no_grad(), progress_bar(progress, batch * n_grid, "curve") as advance:
         for i in range(batch):
             conds_i = {n: slice_condition(conditions[n], i, i + 1) for n in needed}
             for l0 in range(0, n_grid, per_chunk):

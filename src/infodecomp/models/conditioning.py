@@ -20,6 +20,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from infodecomp.diffusion.targets import pad_tokens
+
 Kind = Literal["label", "vector", "text"]
 
 
@@ -58,11 +60,6 @@ def complete_condition(
             raise ValueError(f"{kind} condition {name!r} must be (B, {width if kind == 'vector' else 'L'}), got {tuple(value.shape)}")
         out[name] = value
     return out
-
-
-def pad_tokens(ids: Tensor, width: int, pad_id: int = 0) -> Tensor:
-    """Right-pad ``(B, L)`` token rows to ``width`` columns."""
-    return torch.nn.functional.pad(ids, (0, width - ids.shape[1]), value=pad_id)
 
 
 def batch_conditions(

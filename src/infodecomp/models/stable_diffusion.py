@@ -2,7 +2,8 @@
 
 :class:`StableDiffusionModel` loads a ``StableDiffusionPipeline``-compatible directory (``unet``,
 ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler``, ``model_index.json``) with
-``from_pretrained`` and nothing from a hub. It is a :class:`~infodecomp.probes.TextModel`:
+``from_pretrained`` and nothing from a hub. It is a :class:`~infodecomp.interface.TextDenoiser`
+(the text probes' model) with the latent hooks filled in:
 
 * images in ``[-1, 1]`` become latents with the VAE (posterior mean times ``scaling_factor``);
 * prompts become CLIP token ids (cut at the tokenizer's limit with a warning naming what was
@@ -11,7 +12,8 @@
   and estimates are integrated inside the scheduler's trained log-SNR range
   (:attr:`trained_range`, reported with every estimate through :meth:`sampler`);
 * ``epsilon`` and ``v_prediction`` outputs become noise predictions;
-* maps live at latent resolution; :func:`to_image_resolution` spreads them over the image.
+* maps live at latent resolution; :meth:`~StableDiffusionModel.to_image_resolution` spreads
+  them over the image; :meth:`~StableDiffusionModel.decode_latents` turns latents into images.
 """
 
 from __future__ import annotations
@@ -28,9 +30,8 @@ from torch import Tensor
 
 from infodecomp.diffusion.proposals import TruncatedLogistic
 from infodecomp.diffusion.sampling import LogSNRSampler
-from infodecomp.interface import LogSNRRange
+from infodecomp.interface import LogSNRRange, TextDenoiser
 from infodecomp.models.pretrained import logsnr_to_timestep, noise_prediction, scheduler_logsnr
-from infodecomp.probes.text import TextModel
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-class StableDiffusionModel(TextModel):
+class StableDiffusionModel(TextDenoiser):
     """A local Stable-Diffusion-style pipeline as a text-conditioned latent denoiser.
 
     Args:
@@ -114,11 +115,11 @@ class StableDiffusionModel(TextModel):
         self.logsnr_table = scheduler_logsnr(self.scheduler).to(self.device)
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.max_tokens = int(self.tokenizer.model_max_length)
+        self.max_words = self.max_tokens - 2  # a word is at least one token; start and end tokens take two
         size = self.unet_model.config.sample_size
-        latent = (self.unet_model.config.in_channels, size, size) if isinstance(size, int) else (
+        self.image_shape = (self.unet_model.config.in_channels, size, size) if isinstance(size, int) else (
             self.unet_model.config.in_channels, *size)
-        super().__init__(self._eps, self.encode_prompts, max_words=self.max_tokens - 2, image_shape=latent,
-                         unet=self.unet_model, token_positions=self._token_positions)
+        self.unet = self.unet_model  # cross-attention maps are recorded here
 
     # ---- the denoiser ----------------------------------------------------------------------------
     @property
@@ -132,7 +133,7 @@ class StableDiffusionModel(TextModel):
         return LogSNRSampler(proposal=TruncatedLogistic.from_range(r.low, r.high), **kwargs)
 
     @torch.no_grad()
-    def _eps(self, z: Tensor, logsnr: Tensor, cond: Mapping[str, Tensor] | None = None) -> Tensor:
+    def __call__(self, z: Tensor, logsnr: Tensor, cond: Mapping[str, Tensor] | None = None) -> Tensor:
         ids = self._complete(cond, z.shape[0])
         unique, inverse = torch.unique(ids, dim=0, return_inverse=True)
         states = self.text_encoder(unique.to(self.device))[0][inverse]
@@ -143,14 +144,14 @@ class StableDiffusionModel(TextModel):
 
     def _complete(self, cond: Mapping[str, Tensor] | None, rows: int) -> Tensor:
         if cond is None or cond.get("text") is None:
-            return self.encode_prompts([""] * rows)["text"]
+            return self.encode([""] * rows)["text"]
         return cond["text"]
 
     def batch_conditions(self, conds: Sequence[Mapping[str, Tensor] | None], sizes: Sequence[int]) -> dict:
         return {"text": torch.cat([self._complete(c, n) for c, n in zip(conds, sizes, strict=True)])}
 
     # ---- text --------------------------------------------------------------------------------------
-    def encode_prompts(self, prompts: Sequence[str]) -> dict[str, Tensor]:
+    def encode(self, prompts: Sequence[str]) -> dict[str, Tensor]:
         """CLIP token ids ``(B, model_max_length)``; long prompts are cut with a warning."""
         tok = self.tokenizer
         for p in prompts:
@@ -168,8 +169,9 @@ class StableDiffusionModel(TextModel):
                     return_tensors="pt")
         return {"text": batch["input_ids"].to(self.device)}
 
-    def _token_positions(self, words: Sequence[str]) -> list[list[int]]:
-        out, pos = [], 1  # position 0 holds the start token
+    def token_positions(self, words: Sequence[str]) -> list[list[int]]:
+        """Encoder positions of each word's tokens (position 0 holds the start token)."""
+        out, pos = [], 1
         for w in words:
             n = len(self.tokenizer(w, add_special_tokens=False)["input_ids"])
             out.append([p for p in range(pos, pos + n) if p < self.max_tokens - 1])
@@ -190,10 +192,16 @@ class StableDiffusionModel(TextModel):
 
     @torch.no_grad()
     def decode_latents(self, latents: Tensor) -> Tensor:
+        """Latents ``(B, 4, h, w)`` -> images ``(B, 3, h f, w f)`` in ``[-1, 1]``."""
         out = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.device, self.dtype)).sample
         return out.float().clamp(-1, 1)
 
+    def to_image_resolution(self, maps: Tensor, size: Sequence[int]) -> Tensor:
+        """Latent-resolution maps spread over the image (see :func:`to_image_resolution`)."""
+        return to_image_resolution(maps, size)
+
     def image_size(self) -> int:
+        """The side of the (square) images whose latents the UNet takes."""
         return self.image_shape[-1] * self.vae_scale
 
 

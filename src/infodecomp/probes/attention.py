@@ -18,7 +18,8 @@ from torch import Tensor
 
 from infodecomp.diffusion.channel import add_noise
 from infodecomp.diffusion.sampling import derive_seed
-from infodecomp.probes.text import TextModel, caption_words, word_positions
+from infodecomp.interface import TextDenoiser
+from infodecomp.probes.text import as_text_denoiser, caption_words, check_inputs, select_positions
 
 
 class _Recording:
@@ -90,11 +91,11 @@ def record_cross_attention(unet: torch.nn.Module, size: tuple[int, int]) -> Iter
 
 @torch.no_grad()
 def word_attention_maps(
-    model: TextModel | Any,
+    model: TextDenoiser | Any,
     x: Tensor,
     captions: Sequence[str],
     *,
-    words: Sequence[str | int] | None = None,
+    words: Sequence[str | int] | Sequence[Sequence[str | int]] | None = None,
     logsnrs: Sequence[float] = (-4.0, -2.0, 0.0, 2.0, 4.0),
     seed: int = 0,
     max_batch: int = 256,
@@ -103,12 +104,13 @@ def word_attention_maps(
 
     The UNet runs on the images noised at each log-SNR in ``logsnrs`` (fixed noise per image
     from ``seed``) with the full caption, ``max_batch`` images at a time; each word's map sums
-    its tokens' maps.
+    its tokens' maps. ``words`` selects as in :func:`~infodecomp.probes.words.word_heatmaps`; maps
+    are at the resolution of ``x`` (the denoiser's inputs).
     """
-    model = TextModel.from_module(model)
-    model.check_images(x)
+    model = as_text_denoiser(model)
+    check_inputs(model, x)
     parsed = [caption_words(c, model.max_words) for c in captions]
-    positions = [word_positions(ws, words, c) for ws, c in zip(parsed, captions, strict=True)]
+    positions = select_positions(parsed, captions, words)
     token_sets = []
     for ws, pos in zip(parsed, positions, strict=True):
         tokens = model.token_positions(ws)
@@ -119,14 +121,14 @@ def word_attention_maps(
 
 @torch.no_grad()
 def token_attention_maps(
-    model: TextModel, x: Tensor, prompts: Sequence[str], token_sets: Sequence[Sequence[Sequence[int]]], *,
+    model: TextDenoiser, x: Tensor, prompts: Sequence[str], token_sets: Sequence[Sequence[Sequence[int]]], *,
     logsnrs: Sequence[float] = (-4.0, -2.0, 0.0, 2.0, 4.0), seed: int = 0, max_batch: int = 256,
     sample_ids: Sequence[int] | None = None,
 ) -> Tensor:
     """Cross-attention maps ``(B, K, H, W)``: for image ``b``, map ``k`` sums encoder positions
     ``token_sets[b][k]`` (an empty set gives NaN). Noise depends on ``(seed, sample id, level)``."""
     if model.unet is None:
-        raise ValueError("attention maps need the model's diffusers UNet (TextModel.unet is None)")
+        raise ValueError(f"attention maps need the model's diffusers UNet ({type(model).__name__}.unet is None)")
     ids = list(sample_ids) if sample_ids is not None else list(range(x.shape[0]))
     size = tuple(x.shape[-2:])
     parts = []

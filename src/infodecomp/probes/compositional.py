@@ -34,7 +34,8 @@ from torch import Tensor
 
 from infodecomp.diffusion.sampling import LogSNRSampler, derive_seed
 from infodecomp.estimators.engine import Term, integrate
-from infodecomp.probes.text import EMPTY, TextModel, caption_words
+from infodecomp.interface import TextDenoiser
+from infodecomp.probes.text import EMPTY, as_text_denoiser, caption_words, check_inputs
 
 SCORES = ("orthogonal", "denoising")
 
@@ -122,16 +123,17 @@ class CompositionalResult:
 
 
 def score_captions(
-    model: TextModel, x: Tensor, candidates: Sequence[Sequence[str]], *, n_draws: int = 32, seed: int = 0,
+    model: TextDenoiser, x: Tensor, candidates: Sequence[Sequence[str]], *, n_draws: int = 32, seed: int = 0,
     sampler: LogSNRSampler | None = None, sample_ids: Tensor | Sequence[int] | None = None, max_batch: int = 2048,
     progress: bool = False,
 ) -> dict[str, Tensor]:
     """Scores ``(B, J)`` of J candidate captions per image, on shared draws.
 
+    ``x`` are the denoiser's inputs; ``sampler`` defaults to the model's own.
     Returns ``{"orthogonal": i_o(x; c_j) (higher is better), "denoising": loss (lower is better)}``.
     """
-    model = TextModel.from_module(model)
-    model.check_images(x)
+    model = as_text_denoiser(model)
+    check_inputs(model, x)
     if len(candidates) != x.shape[0]:
         raise ValueError(f"expected candidate captions for each of the {x.shape[0]} images, got {len(candidates)}")
     n_cand = {len(c) for c in candidates}
@@ -145,13 +147,13 @@ def score_captions(
         conditions[f"c{j}"] = model.encode([p[j] for p in parsed])
         terms[f"orthogonal/{j}"] = Term("orthogonal", cond=f"c{j}", ref="empty")
         terms[f"denoising/{j}"] = Term("error", cond=f"c{j}")
-    est = integrate(model, x, conditions, terms, sampler=sampler, n_draws=n_draws, reduction="sample", seed=seed,
+    est = integrate(model, x, conditions, terms, sampler=sampler or model.sampler(), n_draws=n_draws, reduction="sample", seed=seed,
                     sample_ids=sample_ids, max_batch=max_batch, progress=progress)
     return {s: torch.stack([est[f"{s}/{j}"].value for j in range(j_max)], dim=1) for s in SCORES}
 
 
 def compositional_accuracy(
-    model: TextModel, x: Tensor, captions: Sequence[str],
+    model: TextDenoiser, x: Tensor, captions: Sequence[str],
     perturb: Callable[[str, random.Random], dict[str, str]] = shapes_perturbations,
     *, n_draws: int = 32, seed: int = 0, sampler: LogSNRSampler | None = None,
     sample_ids: Tensor | Sequence[int] | None = None, max_batch: int = 2048, progress: bool = False,
@@ -161,7 +163,7 @@ def compositional_accuracy(
     Perturbations and draws depend only on ``(seed, sample id)``, so a sharded evaluation
     gives the same per-item outcomes as one process.
     """
-    model = TextModel.from_module(model)
+    model = as_text_denoiser(model)
     ids = [int(i) for i in sample_ids] if sample_ids is not None else list(range(len(captions)))
     if len(ids) != len(captions):
         raise ValueError(f"expected one sample id per caption ({len(captions)}), got {len(ids)}")

@@ -2,7 +2,9 @@
 
 Each map is normalised to ``[0, 1]`` by its own maximum and thresholded; the threshold is
 chosen to maximise mean IoU on a *calibration* split and then applied unchanged to the test
-split (never tuned on the test set). IoU comes from torchmetrics' binary Jaccard index.
+split (never tuned on the test set). The split is by image (:func:`calibration_split`): all words
+of an image fall on the same side, chosen by a stable hash of the image ids. IoU comes from
+torchmetrics' binary Jaccard index.
 Baselines in the same run: the whole-image mask (its IoU is the object's area fraction),
 cross-attention maps, and attention x information (the product of the normalised maps).
 """
@@ -15,10 +17,30 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from infodecomp.diffusion.sampling import derive_seed
 from infodecomp.probes.text import check_masks
 
 # finer near zero: information maps are peaked, and their best cut often lies below 5% of the peak
 DEFAULT_THRESHOLDS = (0.005, 0.01, 0.02, 0.03, 0.04) + tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+def calibration_split(image_ids: Tensor | Sequence[int], fraction: float, seed: int = 0) -> Tensor:
+    """Which items belong to the calibration split, by image: ``(N,)`` bool for ``N`` image ids.
+
+    The distinct images are ranked by a stable hash of ``(seed, image id)`` and the first
+    ``round(fraction * images)`` of them (at least one, and never all) calibrate, so every word
+    of an image is on one side, the split does not depend on the items' order, on how they were
+    sharded or on which finished first, and it is the same on every platform.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"calibration fraction must be in (0, 1), got {fraction}")
+    ids = [int(i) for i in image_ids]
+    images = sorted(set(ids), key=lambda i: derive_seed(seed, i, "calibration"))
+    if len(images) < 2:
+        raise ValueError(f"need at least two distinct images to split into calibration and test, got {len(images)}")
+    n_calib = min(max(1, round(fraction * len(images))), len(images) - 1)
+    chosen = set(images[:n_calib])
+    return torch.tensor([i in chosen for i in ids], dtype=torch.bool)
 
 
 def normalise(maps: Tensor) -> Tensor:
@@ -50,7 +72,8 @@ def calibrate_threshold(maps: Tensor, masks: Tensor, thresholds: Sequence[float]
 
 @dataclass
 class LocalizationResult:
-    """mIoU per method on the test split, with the calibrated thresholds."""
+    """mIoU per method on the test split, with the calibrated thresholds; ``per_item`` holds the
+    test items' IoUs, ``calibration`` which of all items calibrated."""
 
     miou: dict[str, float]
     se: dict[str, float]
@@ -58,6 +81,7 @@ class LocalizationResult:
     n_calibration: int
     n_test: int
     per_item: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    calibration: Tensor | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         return {"miou": self.miou, "se": self.se, "thresholds": self.thresholds,
@@ -73,8 +97,9 @@ def localization(
     Args:
         maps: ``{method: (N, H, W)}`` heatmaps of the same N (image, word) items.
         masks: ``(N, H, W)`` ground-truth masks.
-        calibration: the calibration items (indices or a boolean mask), or the fraction of
-            items to draw at random (``seed``) for calibration; the rest are the test split.
+        calibration: the calibration items (indices or a boolean mask, e.g. from
+            :func:`calibration_split` by image), or the fraction of items to calibrate on, each
+            item its own image (``seed``); the rest are the test split.
 
     The whole-image mask is always added as the ``"whole image"`` baseline.
     """
@@ -85,11 +110,7 @@ def localization(
     for name, m in maps.items():
         check_masks(masks, m.shape, f"masks for {name!r}")
     if isinstance(calibration, float):
-        if not 0 < calibration < 1:
-            raise ValueError(f"calibration fraction must be in (0, 1), got {calibration}")
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        calib = torch.zeros(n, dtype=torch.bool)
-        calib[order[: max(1, int(round(calibration * n)))]] = True
+        calib = calibration_split(range(n), calibration, seed)
     else:
         calib = torch.as_tensor(calibration)
         if calib.dtype != torch.bool:
@@ -98,7 +119,7 @@ def localization(
     if calib.all() or not calib.any():
         raise ValueError("need both calibration and test items")
     test = ~calib
-    result = LocalizationResult({}, {}, {}, int(calib.sum()), int(test.sum()))
+    result = LocalizationResult({}, {}, {}, int(calib.sum()), int(test.sum()), calibration=calib)
     for name, m in {**maps, "whole image": torch.ones_like(masks, dtype=torch.float32)}.items():
         t = calibrate_threshold(m[calib], masks[calib], thresholds) if name != "whole image" else 0.0
         scores = iou(normalise(m[test]) >= t, masks[test])

@@ -1,11 +1,13 @@
-"""Captions as word sequences, and what the text probes need of a text-to-image denoiser.
+"""Captions as word sequences, and the adapter from in-repo models to the text probes.
 
 Every text probe works on *word positions* of a caption: the CMI map of a word contrasts the
 caption with the caption that has that word removed (Kong et al., ICLR 2024, §3.3), so a
 caption that uses the same word twice ("a red circle left of a red square") gives each
-occurrence its own map. :class:`TextModel` is the small adapter between the probes and a
-model: it turns prompt strings into the model's condition, says how many words the model
-reads, which encoder positions hold each word (for attention maps) and where its UNet is.
+occurrence its own map. Probes take any :class:`~infodecomp.interface.TextDenoiser`;
+:class:`TextModel` is the one for pixel-space denoisers (the in-repo text-conditioned
+``DiffusionModule`` and the exact oracles): it turns prompt strings into the model's condition,
+says how many words the model reads, which encoder positions hold each word (for attention
+maps) and where its UNet is, and keeps the protocol's identity image hooks.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from infodecomp.interface import Cond
+from infodecomp.interface import Cond, TextDenoiser
 
 #: the empty prompt, the null condition of text models
 EMPTY = ""
@@ -77,8 +79,26 @@ def word_positions(words: Sequence[str], wanted: Sequence[str | int] | None, cap
     return list(dict.fromkeys(positions))
 
 
-class TextModel:
-    """What the text probes need of a text-conditioned denoiser.
+def select_positions(
+    parsed: Sequence[Sequence[str]], captions: Sequence[str],
+    words: Sequence[str | int] | Sequence[Sequence[str | int]] | None,
+) -> list[list[int]]:
+    """Positions of the wanted words in each parsed caption.
+
+    ``words``: ``None`` (all words), one list for every caption, or one list per caption; names
+    (every occurrence) or positions.
+    """
+    if words is None or isinstance(words, str) or all(isinstance(w, str | int) for w in words):
+        wanted = [words] * len(parsed)
+    else:
+        if len(words) != len(parsed):
+            raise ValueError(f"words: expected one list per caption ({len(parsed)}), got {len(words)}")
+        wanted = list(words)
+    return [word_positions(ws, w, c) for ws, w, c in zip(parsed, wanted, captions, strict=True)]
+
+
+class TextModel(TextDenoiser):
+    """A pixel-space text-conditioned denoiser as a :class:`~infodecomp.interface.TextDenoiser`.
 
     Args:
         denoiser: ``eps_hat(z, logsnr, cond)`` (with ``batch_conditions`` if it has one).
@@ -121,11 +141,6 @@ class TextModel:
                              "attention maps need token_positions")
         return self._token_positions(words)
 
-    def check_images(self, x: Tensor) -> None:
-        if not isinstance(x, Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
-            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"expected images of shape (B, {', '.join(map(str, self.image_shape))}), got {got}")
-
     @classmethod
     def from_module(cls, module: Any) -> TextModel:
         """Adapter for a :class:`~infodecomp.lightning.DiffusionModule` with a text backbone."""
@@ -148,6 +163,22 @@ class TextModel:
         net = module.ema.module if hasattr(module, "ema") else backbone
         return cls(module, encode, words.max_words, module.input_shape, unet=getattr(net, "unet", None),
                    token_positions=positions)
+
+
+def as_text_denoiser(model: Any) -> TextDenoiser:
+    """``model`` itself if it is a :class:`~infodecomp.interface.TextDenoiser`, else the
+    :class:`TextModel` of a text-conditioned ``DiffusionModule`` (a clear error otherwise)."""
+    if isinstance(model, TextDenoiser):
+        return model
+    return TextModel.from_module(model)
+
+
+def check_inputs(model: TextDenoiser, x: Tensor) -> None:
+    """A clear error unless ``x`` is a batch of the denoiser's inputs ``(B, *image_shape)``."""
+    shape = tuple(model.image_shape)
+    if not isinstance(x, Tensor) or x.ndim != 1 + len(shape) or tuple(x.shape[1:]) != shape:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"expected images of shape (B, {', '.join(map(str, shape))}), got {got}")
 
 
 def check_masks(masks: Tensor, shape: Sequence[int], what: str = "masks") -> Tensor:

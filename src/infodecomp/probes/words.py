@@ -22,13 +22,15 @@ from torch import Tensor
 
 from infodecomp.diffusion.sampling import LogSNRSampler
 from infodecomp.estimators.information import information_contrasts
+from infodecomp.interface import TextDenoiser
 from infodecomp.probes.text import (
     EMPTY,
-    TextModel,
+    as_text_denoiser,
     caption_words,
+    check_inputs,
     check_masks,
+    select_positions,
     without_word,
-    word_positions,
 )
 
 KINDS = ("cmi", "mi")
@@ -95,7 +97,7 @@ class WordMaps:
 
 
 def word_heatmaps(
-    model: TextModel | Any,
+    model: TextDenoiser | Any,
     x: Tensor,
     captions: Sequence[str],
     *,
@@ -112,18 +114,21 @@ def word_heatmaps(
     """CMI and/or MI maps of words of each caption, all on shared draws.
 
     Args:
-        model: a :class:`TextModel` (or a text-conditioned ``DiffusionModule``).
-        x: images ``(B, C, H, W)``.
+        model: a :class:`~infodecomp.interface.TextDenoiser` (or a text-conditioned ``DiffusionModule``).
+        x: the denoiser's inputs ``(B, *model.image_shape)`` (latents for a latent model).
         captions: one caption per image.
         words: which words to map: ``None`` (all), one list for every caption, or one list per
             caption; names (every occurrence) or positions.
         kinds: ``("cmi", "mi")`` or either one.
+        sampler: log-SNR sampler (default: the model's own, ``model.sampler()``).
+
+    Maps are at the resolution of ``x``; ``model.to_image_resolution`` spreads them over images.
 
     Raises:
         ValueError: an empty caption, a word that is not in its caption, wrong shapes.
     """
-    model = TextModel.from_module(model)
-    model.check_images(x)
+    model = as_text_denoiser(model)
+    check_inputs(model, x)
     kinds = tuple(kinds)
     if not kinds or any(k not in KINDS for k in kinds):
         raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {kinds}")
@@ -131,13 +136,7 @@ def word_heatmaps(
         raise ValueError(f"expected one caption per image ({x.shape[0]}), got "
                          f"{'a single string' if isinstance(captions, str) else len(captions)}")
     parsed = [caption_words(c, model.max_words) for c in captions]
-    if words is None or all(isinstance(w, str | int) for w in words):
-        wanted = [words] * len(parsed)
-    else:
-        if len(words) != len(parsed):
-            raise ValueError(f"words: expected one list per caption ({len(parsed)}), got {len(words)}")
-        wanted = list(words)
-    positions = [word_positions(ws, w, c) for ws, w, c in zip(parsed, wanted, captions, strict=True)]
+    positions = select_positions(parsed, captions, words)
     k_max = max(len(p) for p in positions)
     full = [" ".join(ws) for ws in parsed]
 
@@ -158,7 +157,8 @@ def word_heatmaps(
             )
             contrasts[f"mi/{k}"] = (f"alone/{k}", "empty")
     est = information_contrasts(
-        model, x, conditions, contrasts, estimator=estimator, reduction="pixel", sampler=sampler, n_draws=n_draws,
+        model, x, conditions, contrasts, estimator=estimator, reduction="pixel", sampler=sampler or model.sampler(),
+        n_draws=n_draws,
         seed=seed, sample_ids=sample_ids, max_batch=max_batch, progress=progress,
     )
     used = torch.zeros(x.shape[0], k_max, dtype=torch.bool)
@@ -178,14 +178,15 @@ def word_heatmaps(
 
 
 def word_by_word_cmi(
-    model: TextModel | Any, x: Tensor, captions: Sequence[str], *, n_draws: int = 32, seed: int = 0,
+    model: TextDenoiser | Any, x: Tensor, captions: Sequence[str], *, n_draws: int = 32, seed: int = 0,
     sampler: LogSNRSampler | None = None, max_batch: int = 2048,
 ) -> Tensor:
     """The same CMI maps computed one word at a time (``2 K n_draws`` calls per image).
 
     Kept as the baseline of ``benchmarks/word_heatmaps.py``; use :func:`word_heatmaps`.
     """
-    model = TextModel.from_module(model)
+    model = as_text_denoiser(model)
+    sampler = sampler or model.sampler()
     parsed = [caption_words(c, model.max_words) for c in captions]
     k_max = max(len(w) for w in parsed)
     maps = []
