@@ -82,6 +82,7 @@ def test_foreign_checkpoint_exits_2(tmp_path: Path) -> None:
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
+@pytest.mark.slow  # long; runs in make test-all
 def test_mismatched_config_exits_2(shapes_run: Path, tmp_path: Path) -> None:
     res = analyze("report", str(shapes_run), "--config", str(CONFIGS / "debug.yaml"), *FAST)
     assert res.returncode == 2 and "no data section" in res.stderr

@@ -179,6 +179,7 @@ def _train_cli(tmp: Path, devices: int) -> dict[str, float]:
     return {k: last_value(rows, k) for k in ("val/mi/y", "val/mi_se/y", "val/mi_oracle/y")}
 
 
+@pytest.mark.slow  # long; runs in make test-all
 def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
     # lr = 0: both runs evaluate the same (seeded) weights; the evaluation set is sharded
     # across the two processes and gathered, with draws tied to each item's index.

@@ -34,7 +34,9 @@ def text_run(tmp_path_factory) -> Path:
     return next((tmp / "logs" / "test").glob("version_*"))
 
 
-@pytest.mark.parametrize("probe", ["heatmap", "compositional", "localize", "intervene"])
+@pytest.mark.parametrize("probe", [pytest.param("heatmap", marks=pytest.mark.slow),
+                                   pytest.param("compositional", marks=pytest.mark.slow),
+                                   pytest.param("localize", marks=pytest.mark.slow), "intervene"])
 def test_each_probe_writes_a_report(probe: str, text_run: Path, tmp_path: Path) -> None:
     out = tmp_path / probe
     extra = ["--steps", "4"] if probe == "intervene" else []
@@ -63,6 +65,7 @@ def test_each_probe_writes_a_report(probe: str, text_run: Path, tmp_path: Path) 
     assert again.returncode == 2 and "--overwrite" in again.stderr and len(again.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # long; runs in make test-all
 def test_compositional_on_a_local_aro_set(text_run: Path, tmp_path: Path) -> None:
     root = write_aro_sets(tmp_path / "aro")
     out = tmp_path / "aro_report"
@@ -77,6 +80,7 @@ def test_compositional_on_a_local_aro_set(text_run: Path, tmp_path: Path) -> Non
     assert json.loads((tmp_path / "coco" / "report.json").read_text())["candidates"] == 4
 
 
+@pytest.mark.slow  # long; runs in make test-all
 def test_probe_errors_exit_2_and_write_nothing(text_run: Path, tmp_path: Path) -> None:
     from tests.integration.test_analyze import shapes_run  # noqa: F401 (fixture reuse is not needed here)
 
@@ -125,6 +129,7 @@ def test_export_keeps_the_ema_model_and_is_smaller(text_run: Path, tmp_path: Pat
     torch.testing.assert_close(slim(z, logsnr, cond), full(z, logsnr, cond))
 
 
+@pytest.mark.slow  # long; runs in make test-all
 def test_probe_tables_go_to_wandb_offline(text_run: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "wb"
@@ -147,11 +152,20 @@ def test_an_installed_package_finds_the_shipped_model(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     shutil.rmtree(source)
     code = ("import infodecomp; from infodecomp.analysis.probes import shipped_text_model; "
+            "from infodecomp.cli import CONFIGS; "
             "d = shipped_text_model(); print(infodecomp.__file__); print(d); "
-            "print((d / 'last.ckpt').is_file(), (d / 'config.yaml').is_file())")
+            "print((d / 'last.ckpt').is_file(), (d / 'config.yaml').is_file(), (CONFIGS / 'default.yaml').is_file(), "
+            "(CONFIGS / 'experiment' / 'shapes.yaml').is_file(), (CONFIGS / 'trainer' / 'default.yaml').is_file())")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "HOME": str(tmp_path)}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "HOME": str(tmp_path)})
+                         env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     package, shipped, found = res.stdout.strip().splitlines()[-3:]
     assert Path(package).is_relative_to(site) and Path(shipped).is_relative_to(site)
-    assert found == "True True"
+    assert found == "True True True True True"  # the model and the configs travel with the package
+    for script, err in (("infodecomp-train", "train.py: error: config file not found: nope.yaml"),
+                        ("infodecomp-analyze", "analyze.py: error: config file not found: nope.yaml")):
+        args = ["--config", "nope.yaml"] if script == "infodecomp-train" else ["report", ".", "--config", "nope.yaml"]
+        res = subprocess.run([str(site / "bin" / script), *args], capture_output=True, text=True, cwd=tmp_path,
+                             timeout=120, env=env)
+        assert res.returncode == 2 and res.stderr.strip() == err, res.stderr[-2000:]

@@ -25,6 +25,7 @@ def coco(tmp_path_factory) -> Path:
     return write_tiny_coco(tmp_path_factory.mktemp("coco"))
 
 
+@pytest.mark.slow  # long; runs in make test-all
 def test_every_subcommand_runs(sd_dir: Path, coco: Path, tmp_path: Path) -> None:
     image = str(coco / "val2017" / "000000001000.jpg")
     res = analyze("heatmap", "--model", str(sd_dir), "--image", image, "--prompt", "a red cat on a mat",
@@ -63,6 +64,7 @@ def test_every_subcommand_runs(sd_dir: Path, coco: Path, tmp_path: Path) -> None
                                                                "whole image"}
 
 
+@pytest.mark.slow  # long; runs in make test-all
 def test_localize_two_processes_match_one_and_resume(coco: Path, tmp_path: Path) -> None:
     sd = write_tiny_sd_pipeline(tmp_path / "sd")
     csv = str(coco / "COCO-IT.csv")
@@ -93,6 +95,7 @@ def test_localize_two_processes_match_one_and_resume(coco: Path, tmp_path: Path)
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
+@pytest.mark.slow  # long; runs in make test-all
 def test_bad_input_exits_2_and_writes_nothing(coco: Path, tmp_path: Path) -> None:
     from PIL import Image
 

@@ -145,6 +145,7 @@ def test_nan_loss_stops_training_naming_the_step() -> None:
         trainer.fit(module, _NaNData())
 
 
+@pytest.mark.slow  # long; runs in make test-all
 def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
     cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(CONFIGS / "experiment" / "vector.yaml"),
            "--config", str(CONFIGS / "debug.yaml"), "--trainer.accelerator", "cpu", "--trainer.devices", "2",

@@ -53,6 +53,7 @@ def test_gaussian_bias_correction_removes_high_dimensional_bias() -> None:
     assert corrected.mean().abs() < 3 * corrected.std() / 6**0.5 + 1e-3
 
 
+@pytest.mark.slow  # long; runs in make test-all
 @pytest.mark.parametrize("cls", [InfoNCE, NWJ])
 def test_neural_baselines_train_within_a_minute(cls) -> None:
     task = get_task("1v1-normal-0.75")

@@ -14,7 +14,9 @@ NOISE_LEVELS = {"near-deterministic": (0.05, 2000, 256), "noisy": (2.0, 16000, 1
 
 
 @pytest.mark.parametrize("level", sorted(NOISE_LEVELS))
-@pytest.mark.parametrize("attribute", ["shape", "colour", "position"])
+# colour runs by default at both noise levels; shape and position (same code path) in make test-all
+@pytest.mark.parametrize("attribute", [pytest.param("shape", marks=pytest.mark.slow), "colour",
+                                       pytest.param("position", marks=pytest.mark.slow)])
 def test_shapes_oracle_information_matches_exact(level: str, attribute: str) -> None:
     sigma, n, n_draws = NOISE_LEVELS[level]
     world = ShapesWorld(size=16, sigma=sigma)
