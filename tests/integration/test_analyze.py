@@ -159,3 +159,14 @@ def test_two_devices_give_the_same_report(shapes_run: Path, tmp_path: Path) -> N
         assert m == pytest.approx(two["heatmaps"]["mass_in_mask"][v][0], rel=1e-5)
     for k in ("conditional", "unconditional", "gaussian_reference"):
         assert one["mmse"][k] == pytest.approx(two["mmse"][k], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_report_logs_to_wandb_offline(shapes_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "wb"
+    res = analyze("report", str(shapes_run), "--out", str(out), "--wandb", *FAST)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert runs, sorted(p.name for p in out.iterdir())
+    data = runs[0].read_bytes()  # the callbacks' own keys, logged by the same code as in training
+    assert b"val/mi/colour" in data and b"val/information" in data and b"val/heatmap/cmi" in data

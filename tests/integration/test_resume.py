@@ -91,3 +91,21 @@ def test_a_finished_run_says_so(uninterrupted: Path, capsys: pytest.CaptureFixtu
     assert main([*args(uninterrupted.parent.parent.parent), "--ckpt_path", str(ckpt)]) == 0
     assert "already reached max_steps=20" in capsys.readouterr().out
     assert ckpt.stat().st_mtime_ns == before
+
+
+def test_resume_points_every_logger_at_the_checkpoints_run(tmp_path: Path) -> None:
+    from infodecomp.cli import resume_loggers
+
+    trainer_cfg = {"logger": [
+        {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "outputs/runs", "name": "x"}},
+        {"class_path": "infodecomp.lightning.AutoWandbLogger", "init_args": {"save_dir": "outputs/runs"}},
+    ]}
+    ckpt = {"infodecomp_run": {"loggers": [{"class": "CSVLogger", "name": "x", "version": 3},
+                                           {"class": "AutoWandbLogger", "name": "infodecomp", "version": "abc123"}]}}
+    resume_loggers(trainer_cfg, ckpt, tmp_path / "x" / "version_3" / "checkpoints" / "last.ckpt")
+    assert trainer_cfg["logger"][0]["init_args"]["version"] == 3
+    assert trainer_cfg["logger"][1]["init_args"]["id"] == "abc123"  # the same W&B run goes on
+    # a checkpoint from before run identities were saved: the version comes from its path
+    old = {"logger": [{"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "o"}}]}
+    resume_loggers(old, {}, tmp_path / "o" / "lightning_logs" / "version_7" / "checkpoints" / "last.ckpt")
+    assert old["logger"][0]["init_args"]["version"] == 7
