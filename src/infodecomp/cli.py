@@ -222,11 +222,16 @@ def train_main(args: Sequence[str] | None = None, default_config_files: Sequence
 
         from infodecomp.lightning.loggers import ContinueCSVMetrics
 
+        saved = (ckpt.get("infodecomp_run") or {}).get("loggers") or []
         for lg in trainer.loggers:
             if isinstance(lg, CSVLogger):
-                trainer.callbacks.append(ContinueCSVMetrics(lg, ckpt.get("global_step", 0)))
-        # the data order is resumable through the data module's state (not the loader's)
+                rows = next((e.get("rows") for e in saved if e["class"] == type(lg).__name__), None)
+                # (a checkpoint that did not count them: the rows of the steps before it)
+                trainer.callbacks.append(ContinueCSVMetrics(lg, rows or 0, ckpt.get("global_step", 0)))
+        # the data order is resumable through the data module's state (not the loader's), and
+        # ContinueCSVMetrics puts back the rows that the CSV logger clears
         warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+        warnings.filterwarnings("ignore", message=".*Previous log files in this directory will be deleted.*")
     before = {p: p.exists() for p in _run_dirs(trainer)}
     try:
         trainer.fit(cli.model, cli.datamodule, ckpt_path=cli.config.ckpt_path)

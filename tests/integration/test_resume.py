@@ -26,7 +26,9 @@ KILL_AT = 8
 
 
 def config(tmp: Path, *, kill: bool) -> Path:
-    callbacks = [{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+    callbacks = [{"class_path": "infodecomp.lightning.callbacks.MutualInformationCallback",
+                  "init_args": {"every_n_steps": 4, "n_eval": 8, "n_draws": 4}},
+                 {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
                   "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": 1}}]
     if kill:
         callbacks.append({"class_path": "tests.integration.killer.KillAtStep", "init_args": {"step": KILL_AT}})
@@ -79,10 +81,20 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(uninterrupted: Path, 
                     whole["optimizer_states"][0]["state"].values(), strict=True):
         torch.testing.assert_close(a["exp_avg_sq"], b["exp_avg_sq"], rtol=1e-5, atol=1e-8)
     assert resumed["lr_schedulers"] == whole["lr_schedulers"]
-    # one metrics file that goes on from where the killed run stopped
+    # one metrics file that goes on from where the killed run stopped: every training step once,
+    # and the MI logged at the step of the checkpoint (just before the kill) kept, not lost
     with (run / "metrics.csv").open() as f:
-        steps = sorted({int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")})
-    assert steps[-1] == MAX_STEPS - 1 and len(steps) >= MAX_STEPS - 2
+        rows = list(csv.DictReader(f))
+    with (uninterrupted / "metrics.csv").open() as f:
+        whole_rows = list(csv.DictReader(f))
+
+    def logged(table: list[dict], key: str) -> list[int]:
+        return [int(r["step"]) for r in table if r.get(key)]
+
+    assert logged(rows, "train/loss") == logged(whole_rows, "train/loss") == list(range(MAX_STEPS))
+    assert logged(rows, "val/mi/y") == logged(whole_rows, "val/mi/y") == [4, 8, 12, 16, 20]
+    for a, b in zip((r for r in rows if r.get("val/mi/y")), (r for r in whole_rows if r.get("val/mi/y")), strict=True):
+        assert float(a["val/mi/y"]) == pytest.approx(float(b["val/mi/y"]), rel=1e-4)
 
 
 def test_a_finished_run_says_so(uninterrupted: Path, capsys: pytest.CaptureFixture) -> None:

@@ -54,18 +54,21 @@ class ContinueCSVMetrics(Callback):
     """Keeps a resumed run's ``metrics.csv`` whole.
 
     Lightning's CSV logger clears an existing ``metrics.csv`` when it opens a run directory
-    again. This callback reads the rows logged before the resumed step (rows after it belong to
-    steps that are trained again) and writes them back, ahead of the new rows, when training
-    starts.
+    again. This callback keeps the rows logged before the checkpoint: the first ``keep_rows``
+    (which the checkpoint counted after flushing the loggers), and after them the rows of steps
+    before ``resume_step`` (a step's training metrics reach the logger after its checkpoint);
+    later rows belong to steps that are trained again. It writes them back, ahead of the new
+    rows, when training starts.
     """
 
-    def __init__(self, logger: CSVLogger, resume_step: int) -> None:
+    def __init__(self, logger: CSVLogger, keep_rows: int, resume_step: int) -> None:
         self.logger = logger
         self.path = Path(logger.log_dir) / "metrics.csv"
         self.rows: list[dict[str, str]] = []
         if self.path.is_file():
             with self.path.open(newline="") as f:
-                self.rows = [r for r in csv.DictReader(f) if r.get("step", "") != "" and int(r["step"]) < resume_step]
+                rows = list(csv.DictReader(f))
+            self.rows = rows[:keep_rows] + [r for r in rows[keep_rows:] if r.get("step") and int(r["step"]) < resume_step]
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

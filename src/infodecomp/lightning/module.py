@@ -263,6 +263,15 @@ class DiffusionModule(pl.LightningModule):
         checkpoint["infodecomp_state"] = state
         if self._trainer is not None:
             checkpoint["infodecomp_run"] = run_identity(self.trainer)
+            self._flush_next_batch = True
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # the step's own training metrics reach the loggers after its checkpoint was written:
+        # flush them at the next step, so that a killed run has them on disk for its resume
+        if getattr(self, "_flush_next_batch", False):
+            self._flush_next_batch = False
+            for lg in self.trainer.loggers:
+                lg.save()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("infodecomp_state") or {}
@@ -280,9 +289,20 @@ class DiffusionModule(pl.LightningModule):
 
 def run_identity(trainer: pl.Trainer) -> dict[str, Any]:
     """Where a run logs: the CSV/TensorBoard version and the W&B run id, so that a resumed run
-    continues in the same directory and W&B run."""
-    return {"loggers": [{"class": type(lg).__name__, "name": lg.name, "version": lg.version}
-                        for lg in trainer.loggers]}
+    continues in the same directory and W&B run; and how many rows of ``metrics.csv`` were
+    logged before this checkpoint (the loggers are flushed first), so that a resumed run keeps
+    exactly those."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    loggers = []
+    for lg in trainer.loggers:
+        lg.save()
+        entry = {"class": type(lg).__name__, "name": lg.name, "version": lg.version}
+        if isinstance(lg, CSVLogger) and trainer.is_global_zero:
+            metrics = Path(lg.log_dir) / "metrics.csv"
+            entry["rows"] = max(sum(1 for _ in metrics.open()) - 1, 0) if metrics.is_file() else 0
+        loggers.append(entry)
+    return {"loggers": loggers}
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
