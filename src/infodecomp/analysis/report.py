@@ -225,18 +225,22 @@ def render_markdown(r: Mapping[str, Any]) -> str:
              f"{r.get('devices', 1)} device(s)", ""]
     if r.get("information"):
         lines += ["## Information per conditioning variable (nats)", "",
-                  "| quantity | estimator | estimate ± SE | exact | relative error | oracle, same draws |",
-                  "|---|---|---|---|---|---|"]
+                  "| quantity | estimator | estimate ± SE | exact | relative error | oracle, same draws | "
+                  "standard − orthogonal | check |", "|---|---|---|---|---|---|---|---|"]
         for row in r["information"]:
             exact = f"{row['truth']:.4f}" if row.get("truth") is not None else "—"
             rel = f"{100 * row['rel_error']:.1f}%" if row.get("rel_error") is not None else "—"
             orc = f"{row['oracle_estimate']:.4f} ± {row['oracle_se']:.4f}" if row.get("oracle_estimate") is not None else "—"
+            gap = f"{row['gap']:+.4f} ± {row['gap_se']:.4f}" if row.get("gap") is not None else "—"
             label = f"I(x; {row['variable']})" if row["kind"] == "mi" else f"I(x; {row['variable']} | rest)"
-            lines.append(f"| {label} | {row['estimator']} | {row['estimate']:.4f} ± {row['se']:.4f} | {exact} | {rel} | {orc} |")
+            lines.append(f"| {label} | {row['estimator']} | {row['estimate']:.4f} ± {row['se']:.4f} | {exact} | {rel} | "
+                         f"{orc} | {gap} | {row.get('flag', 'ok')} |")
         lines += ["", "The orthogonal estimator adds any disagreement between a trained model's conditional and",
                   "unconditional predictions, errors included; the standard one lets errors of similar size",
                   "cancel. The density plot shows at which noise levels the model gains or loses information",
-                  "relative to the exact oracle.", ""]
+                  "relative to the exact oracle. The two estimators differ, on average, only through model",
+                  "error (their gap has zero mean for a conditional branch that is the conditional expectation),",
+                  "so a gap of more than 4 SE is flagged `model-inconsistent`: no ground truth is needed.", ""]
         lines += image("val/information", "information") + image("val/information_density", "density")
     if r.get("heatmaps"):
         h = r["heatmaps"]

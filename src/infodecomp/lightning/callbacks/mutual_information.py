@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,8 @@ from infodecomp.evaluation import (
 from infodecomp.interface import ground_truth_of
 from infodecomp.lightning.callbacks.base import EvaluationCallback, gather_cat
 from infodecomp.plotting import plot_information_bars, plot_information_density
+
+log = logging.getLogger(__name__)
 
 
 class MutualInformationCallback(EvaluationCallback):
@@ -102,6 +105,15 @@ class MutualInformationCallback(EvaluationCallback):
             metrics[f"val/{kind}_true/{r.variable}"] = r.truth
             metrics[f"val/{kind}_abs_error/{r.variable}"] = r.abs_error
             metrics[f"val/{kind}_oracle/{r.variable}"] = r.oracle_estimate
+            if "@" not in r.name and r.gap is not None:  # once per quantity
+                metrics[f"val/{r.kind}_gap/{r.variable}"] = r.gap
+                metrics[f"val/{r.kind}_gap_se/{r.variable}"] = r.gap_se
+                metrics[f"val/{r.kind}_flagged/{r.variable}"] = float(r.flag != "ok")
+                if r.flag != "ok" and trainer.is_global_zero:
+                    log.warning("%s of %s: %s (standard - orthogonal = %.3f ± %.3f nats, %.0f SE); the model's "
+                                "conditional branch is not its conditional expectation here, so neither estimate "
+                                "should be trusted as the information", r.kind.upper(), r.variable, r.flag, r.gap,
+                                r.gap_se, abs(r.gap) / max(r.gap_se, 1e-12))
         self.log_scalars(trainer, metrics)
         table = [r.to_dict() for r in rows]
         self.log_table(trainer, "val/information_table", list(table[0]),
