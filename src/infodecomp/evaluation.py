@@ -154,6 +154,7 @@ class InfoRow:
     estimator: str = "orthogonal"
     gap: float | None = None
     gap_se: float | None = None
+    bound: float | None = None
     flag: str = "ok"
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,6 +163,8 @@ class InfoRow:
 
 #: how many standard errors of the paired standard-orthogonal gap mark a model as inconsistent
 GAP_SES = 4.0
+#: how many standard errors above its bound (the condition's entropy) an estimate must be to be flagged
+BOUND_SES = 3.0
 
 
 def consistency_gap(standard: Tensor, orthogonal: Tensor) -> tuple[float, float]:
@@ -179,11 +182,16 @@ def consistency_gap(standard: Tensor, orthogonal: Tensor) -> tuple[float, float]
 def summarise(
     per_sample: Mapping[str, Tensor], nfe: int, *, truth: Any = None, oracle: Mapping[str, Tensor] | None = None,
     logsnr_range: tuple[float, float] | None = None, estimator: str = "orthogonal",
+    bounds: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[InfoRow]:
     """Turn gathered per-sample values into rows, with ground truth where known.
 
     Names are ``<kind>/<variable>`` for ``estimator`` (the first one computed) and
     ``<kind>/<variable>@<other estimator>`` for the others (see :func:`information_estimates`).
+    Checks that need no ground truth flag each row: ``exceeds-bound`` when the estimate is more
+    than :data:`BOUND_SES` SEs above ``bounds[kind][variable]`` (the condition's entropy, see
+    ``condition_entropies`` of the data modules), ``model-inconsistent`` for a standard-orthogonal
+    gap beyond :data:`GAP_SES` SEs.
     """
     rows = []
     for name, values in per_sample.items():
@@ -202,6 +210,10 @@ def summarise(
             row.oracle_estimate, row.oracle_se = mean_and_se(oracle[name])
         rows.append(row)
     _flag_inconsistent(rows, per_sample, estimator)
+    for row in rows:
+        row.bound = (bounds or {}).get(row.kind, {}).get(row.variable)
+        if row.bound is not None and row.estimate - BOUND_SES * row.se > row.bound:
+            row.flag = "exceeds-bound"
     return rows
 
 

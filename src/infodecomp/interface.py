@@ -84,6 +84,14 @@ class CaptionedWorld(Protocol):
     def word_masks(self, captions: Sequence[str], masks: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
+@runtime_checkable
+class ConditionEntropySource(Protocol):
+    """Data that know the entropy of their finite conditions (the upper bounds of what a model
+    can learn about them): ``{"mi": {v: H(v)}, "cmi": {v: H(v | other variables)}}`` in nats."""
+
+    def condition_entropies(self) -> dict[str, dict[str, float]]: ...
+
+
 def ground_truth_of(data: Any) -> Any:
     """The data's ground truth (see :class:`GroundTruthSource`), or ``None`` if it has none."""
     return data.ground_truth() if isinstance(data, GroundTruthSource) else None

@@ -48,6 +48,9 @@ def test_report_from_a_run_directory(shapes_run: Path, tmp_path: Path) -> None:
     assert {r["estimator"] for r in report["information"]} == {"orthogonal", "standard"}
     row = next(r for r in report["information"] if r["name"] == "mi/colour")
     assert row["truth"] == pytest.approx(1.0986, abs=0.01) and row["oracle_estimate"] is not None
+    # checks without ground truth: the label entropy bounds it (64 training items), the paired gap has an SE
+    assert row["bound"] == pytest.approx(1.0986, abs=0.15) and row["gap_se"] > 0
+    assert row["flag"] in ("ok", "model-inconsistent", "exceeds-bound")
     assert set(report["heatmaps"]["mass_in_mask"]) == {"shape", "colour", "position"}
     md = (out / "report.md").read_text()
     for fig in ("val_information.png", "val_information_density.png", "val_heatmap_cmi.png", "val_mmse_curve.png",

@@ -55,3 +55,25 @@ def test_noise_in_the_conditional_branch_is_flagged() -> None:
     rows = rows_for(noisy)
     assert rows["mi/y"].flag == rows["mi/y@standard"].flag == "model-inconsistent"
     assert rows["mi/y"].gap < 0  # -E|noise|^2 integrated: the orthogonal estimate counts the noise as information
+
+
+def test_condition_entropies_bound_each_information() -> None:
+    import math
+
+    from infodecomp.lightning import ShapesDataModule
+
+    dm = ShapesDataModule(n_train=3000, n_val=8)
+    h = dm.condition_entropies()
+    for v, k in (("shape", 3), ("colour", 3), ("position", 4)):
+        assert abs(h["mi"][v] - math.log(k)) < 0.01  # uniform labels, plug-in over 3000 items
+        assert abs(h["cmi"][v] - math.log(k)) < 0.01  # drawn independently: H(v | rest) = H(v)
+    text = ShapesDataModule(n_train=500, n_val=8, captions=True).condition_entropies()
+    assert set(text["mi"]) == {"text"} and 0 < text["mi"]["text"] <= math.log(500)
+
+
+def test_an_estimate_above_its_bound_is_flagged() -> None:
+    per_sample = {"mi/y": torch.full((100,), 1.5) + 0.01 * torch.randn(100, generator=torch.Generator().manual_seed(0))}
+    (row,) = summarise(per_sample, 8, bounds={"mi": {"y": 1.0986}})
+    assert row.bound == 1.0986 and row.flag == "exceeds-bound"
+    (ok,) = summarise(per_sample, 8, bounds={"mi": {"y": 1.6}})
+    assert ok.flag == "ok"

@@ -232,15 +232,18 @@ def render_markdown(r: Mapping[str, Any]) -> str:
             rel = f"{100 * row['rel_error']:.1f}%" if row.get("rel_error") is not None else "—"
             orc = f"{row['oracle_estimate']:.4f} ± {row['oracle_se']:.4f}" if row.get("oracle_estimate") is not None else "—"
             gap = f"{row['gap']:+.4f} ± {row['gap_se']:.4f}" if row.get("gap") is not None else "—"
+            bound = f" (bound H = {row['bound']:.3f})" if row.get("bound") is not None else ""
             label = f"I(x; {row['variable']})" if row["kind"] == "mi" else f"I(x; {row['variable']} | rest)"
             lines.append(f"| {label} | {row['estimator']} | {row['estimate']:.4f} ± {row['se']:.4f} | {exact} | {rel} | "
-                         f"{orc} | {gap} | {row.get('flag', 'ok')} |")
+                         f"{orc} | {gap} | {row.get('flag', 'ok')}{bound} |")
         lines += ["", "The orthogonal estimator adds any disagreement between a trained model's conditional and",
                   "unconditional predictions, errors included; the standard one lets errors of similar size",
                   "cancel. The density plot shows at which noise levels the model gains or loses information",
                   "relative to the exact oracle. The two estimators differ, on average, only through model",
                   "error (their gap has zero mean for a conditional branch that is the conditional expectation),",
-                  "so a gap of more than 4 SE is flagged `model-inconsistent`: no ground truth is needed.", ""]
+                  "so a gap of more than 4 SE is flagged `model-inconsistent`; an estimate more than 3 SE above",
+                  "the condition's entropy (which bounds it) is flagged `exceeds-bound`. Neither needs ground truth.",
+                  ""]
         lines += image("val/information", "information") + image("val/information_density", "density")
     if r.get("heatmaps"):
         h = r["heatmaps"]

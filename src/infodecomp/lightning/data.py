@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 import pickle
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -156,6 +157,38 @@ class _BaseDataModule(pl.LightningDataModule):
 
     def ground_truth(self) -> GroundTruth | None:
         return None
+
+    def condition_entropies(self) -> dict[str, dict[str, float]]:
+        """Plug-in entropies of the training set's finite conditions: ``H(v)`` bounds ``I(x; v)``
+        and ``H(v | other variables)`` bounds the CMI. Integer labels count; a caption is one
+        value of ``text``. Vector conditions have no finite bound and are left out."""
+        if self.train_set is None:
+            self.setup("fit")
+        ds = self.train_set
+        columns: dict[str, list] = {}
+        for name, values in getattr(ds, "cond", {}).items():
+            if not values.is_floating_point() and values.ndim == 1:
+                columns[name] = values.tolist()
+        if getattr(ds, "captions", None) is not None and "text" in getattr(self, "condition_names", []):
+            columns["text"] = list(ds.captions)
+        out: dict[str, dict[str, float]] = {"mi": {}, "cmi": {}}
+        if not columns:
+            return out
+        names = list(columns)
+        rows = list(zip(*columns.values(), strict=True))
+        joint = _entropy(rows)
+        for i, name in enumerate(names):
+            out["mi"][name] = _entropy(columns[name])
+            if len(names) > 1:  # H(v | rest) = H(all) - H(rest)
+                out["cmi"][name] = joint - _entropy([r[:i] + r[i + 1 :] for r in rows])
+        return out
+
+
+def _entropy(values: Sequence[Any]) -> float:
+    """Plug-in entropy (nats) of a list of hashable values."""
+    counts = np.asarray(list(Counter(values).values()), dtype=np.float64)
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum())
 
 
 class VectorTaskDataModule(_BaseDataModule):

@@ -18,7 +18,7 @@ from infodecomp.evaluation import (
     subset,
     summarise,
 )
-from infodecomp.interface import ground_truth_of
+from infodecomp.interface import ConditionEntropySource, ground_truth_of
 from infodecomp.lightning.callbacks.base import EvaluationCallback, gather_cat
 from infodecomp.plotting import plot_information_bars, plot_information_density
 
@@ -95,8 +95,11 @@ class MutualInformationCallback(EvaluationCallback):
                                                progress=show)
             oracle = {k: gather_cat(trainer, e.value) for k, e in oracle_est.items()}
         first = next(iter(est.values()))
+        dm = trainer.datamodule
+        bounds = dm.condition_entropies() if isinstance(dm, ConditionEntropySource) else None
         rows = summarise(per_sample, first.nfe, truth=gt, oracle=oracle,
-                         logsnr_range=(first.logsnr_range.low, first.logsnr_range.high), estimator=self.estimators[0])
+                         logsnr_range=(first.logsnr_range.low, first.logsnr_range.high), estimator=self.estimators[0],
+                         bounds=bounds)
         metrics = {"val/info_nfe": first.nfe}
         for r in rows:
             kind = f"{r.kind}_{r.estimator}" if "@" in r.name else r.kind
@@ -105,15 +108,17 @@ class MutualInformationCallback(EvaluationCallback):
             metrics[f"val/{kind}_true/{r.variable}"] = r.truth
             metrics[f"val/{kind}_abs_error/{r.variable}"] = r.abs_error
             metrics[f"val/{kind}_oracle/{r.variable}"] = r.oracle_estimate
-            if "@" not in r.name and r.gap is not None:  # once per quantity
+            metrics[f"val/{kind}_flagged/{r.variable}"] = float(r.flag != "ok")
+            if "@" not in r.name:  # once per quantity
                 metrics[f"val/{r.kind}_gap/{r.variable}"] = r.gap
                 metrics[f"val/{r.kind}_gap_se/{r.variable}"] = r.gap_se
-                metrics[f"val/{r.kind}_flagged/{r.variable}"] = float(r.flag != "ok")
-                if r.flag != "ok" and trainer.is_global_zero:
-                    log.warning("%s of %s: %s (standard - orthogonal = %.3f ± %.3f nats, %.0f SE); the model's "
-                                "conditional branch is not its conditional expectation here, so neither estimate "
-                                "should be trusted as the information", r.kind.upper(), r.variable, r.flag, r.gap,
-                                r.gap_se, abs(r.gap) / max(r.gap_se, 1e-12))
+                metrics[f"val/{r.kind}_bound/{r.variable}"] = r.bound
+            if r.flag != "ok" and trainer.is_global_zero:
+                log.warning("%s (%s) of %s = %.3f ± %.3f nats is flagged %s: %s", r.kind.upper(), r.estimator,
+                            r.variable, r.estimate, r.se, r.flag,
+                            f"above the bound H = {r.bound:.3f} nats" if r.flag == "exceeds-bound" else
+                            f"standard - orthogonal = {r.gap:.3f} ± {r.gap_se:.3f} nats: the conditional branch is "
+                            "not the conditional expectation, so the estimate should not be trusted")
         self.log_scalars(trainer, metrics)
         table = [r.to_dict() for r in rows]
         self.log_table(trainer, "val/information_table", list(table[0]),
