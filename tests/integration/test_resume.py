@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from infodecomp.cli import main, train_main
+from infodecomp.lightning import AtomicCheckpointIO
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
@@ -68,7 +69,8 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(uninterrupted: Path, 
     assert checkpoint(run)["global_step"] == KILL_AT  # written as the run went, not only at the end
     assert not list(run.rglob("*.partial")) and not list(run.rglob("*.tmp"))
 
-    train_main([*args(tmp_path), "--ckpt_path", "last"], default_config_files=[CONFIGS / "default.yaml"])
+    cli = train_main([*args(tmp_path), "--ckpt_path", "last"], default_config_files=[CONFIGS / "default.yaml"])
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # from configs/trainer/default.yaml
     assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]  # the same run directory
     resumed, whole = checkpoint(run), checkpoint(uninterrupted)
     assert resumed["global_step"] == whole["global_step"] == MAX_STEPS

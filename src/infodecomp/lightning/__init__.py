@@ -1,5 +1,6 @@
 """Lightning pieces: the diffusion module, data modules, loggers."""
 
+from infodecomp.lightning.checkpoint_io import AtomicCheckpointIO
 from infodecomp.lightning.data import (
     CaptionFolderDataModule,
     CIFAR10DataModule,
@@ -13,6 +14,7 @@ from infodecomp.lightning.loggers import AutoWandbLogger
 from infodecomp.lightning.module import DiffusionModule, export_checkpoint, load_module
 
 __all__ = [
+    "AtomicCheckpointIO",
     "AutoWandbLogger",
     "CIFAR10DataModule",
     "CaptionFolderDataModule",
