@@ -169,10 +169,7 @@ def _check_before_fit(cli: Any) -> None:
     if callable(check):
         check()
     dm.setup("fit")
-    shape = getattr(dm, "input_shape", None)
-    if shape is not None and tuple(shape) != model.input_shape:
-        raise UsageError(f"data and model disagree on the input shape: the data give {tuple(shape)}, the model "
-                         f"takes {model.input_shape} (set the backbone's size/channels to match the data)")
+    model.check_data(dm)  # the module's own check, before the trainer writes anything
     ckpt = cli.checkpoint
     if ckpt is not None and ckpt["hyper_parameters"]["backbone"] != model.hparams["backbone"]:
         raise UsageError(

@@ -149,14 +149,18 @@ class DiffusionModule(pl.LightningModule):
         return self.backbone.prepare_condition(batch)
 
     # ---- training -----------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+    def check_data(self, dm: Any) -> None:
+        """``ValueError`` if a data module's ``input_shape`` is not what this model takes."""
         shape = getattr(dm, "input_shape", None)
         if shape is not None and tuple(shape) != self.input_shape:
             raise ValueError(
-                f"data and model disagree on the input shape: the data gives {tuple(shape)}, "
-                f"the model ({describe(self.backbone)}) expects {self.input_shape}"
+                f"data and model disagree on the input shape: the data give {tuple(shape)}, the model takes "
+                f"{self.input_shape} ({describe(self.backbone)}; set its size/channels to match the data)"
             )
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        self.check_data(dm)
         names = getattr(dm, "condition_names", None)
         if names is not None:
             unused = sorted(set(names) - set(self.condition_spec))
