@@ -3,9 +3,17 @@ many SEs for a model whose conditional branch is not the conditional expectation
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from infodecomp.evaluation import GAP_SES, EvalBatch, information_estimates, summarise
+from infodecomp.evaluation import (
+    GAP_SES,
+    EvalBatch,
+    flag_reason,
+    implied_error,
+    information_estimates,
+    summarise,
+)
 from infodecomp.oracles import JointGaussian
 
 N, DRAWS = 2000, 16
@@ -44,6 +52,26 @@ def test_an_overshooting_conditional_branch_is_flagged() -> None:
     assert row.gap < -GAP_SES * row.gap_se and row.flag == "model-inconsistent"
 
 
+def test_an_underfit_conditional_branch_is_flagged_with_the_gap_sign_that_says_so() -> None:
+    den = exact()
+
+    def shrunk(z, logsnr, cond=None):  # noqa: ANN001, ANN202
+        uncond = den(z, logsnr, None)
+        if cond is None:
+            return uncond
+        return uncond + 0.5 * (den(z, logsnr, cond) - uncond)  # halfway to the unconditional branch
+
+    rows = rows_for(shrunk)
+    row, standard = rows["mi/y"], rows["mi/y@standard"]
+    truth = JointGaussian.bivariate(rho=0.75).mutual_information("x", "y")
+    # s = 1/2: orthogonal (1 - s)^2 I = I / 4, standard (1 - s^2) I = 3I / 4, gap I / 2 > 0
+    assert row.estimate == pytest.approx(truth / 4, abs=4 * row.se) and standard.estimate == pytest.approx(
+        3 * truth / 4, abs=4 * standard.se)
+    assert row.gap > GAP_SES * row.gap_se and implied_error(row.gap) == row.gap
+    assert row.flag == "model-inconsistent" and "under-fit" in flag_reason(row)
+    assert implied_error(-0.3) == pytest.approx(0.15)  # noise: the orthogonal estimate is high by half the gap
+
+
 def test_noise_in_the_conditional_branch_is_flagged() -> None:
     den = exact()
     gen = torch.Generator().manual_seed(0)
@@ -77,3 +105,28 @@ def test_an_estimate_above_its_bound_is_flagged() -> None:
     assert row.bound == 1.0986 and row.flag == "exceeds-bound"
     (ok,) = summarise(per_sample, 8, bounds={"mi": {"y": 1.6}})
     assert ok.flag == "ok"
+
+
+def test_a_report_flags_what_training_left_moving() -> None:
+    """``analyze.py report`` reads the drift from the training curves in metrics.csv, per estimator."""
+    from infodecomp.analysis.report import _flag_training_drift, read_history
+
+    per_sample = {"mi/y": torch.full((50,), 0.40) + 0.01 * torch.randn(50, generator=torch.Generator().manual_seed(0)),
+                  "mi/y@standard": torch.full((50,), 0.40) + 0.01 * torch.randn(50, generator=torch.Generator().manual_seed(1))}
+    rows = [r.to_dict() for r in summarise(per_sample, 8)]
+    import csv
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        with (Path(d) / "metrics.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, ["step", "val/mi/y", "val/mi_standard/y", "train/loss"])
+            w.writeheader()
+            for step, o, s in ((500, 0.1, 0.39), (1000, 0.2, 0.40), (1500, 0.28, 0.40), (2000, 0.40, 0.40)):
+                w.writerow({"step": step, "val/mi/y": o, "val/mi_standard/y": s})
+                w.writerow({"step": step, "train/loss": 1.0})
+        hist = read_history(Path(d))
+    assert hist["val/mi/y"] == ([500, 1000, 1500, 2000], [0.1, 0.2, 0.28, 0.4]) and "train/loss" not in hist
+    flagged = {r["name"]: r for r in _flag_training_drift(rows, hist)}
+    assert flagged["mi/y"]["flag"] == "not-converged" and flagged["mi/y"]["drift"] == pytest.approx(0.2)
+    assert flagged["mi/y@standard"]["flag"] == "ok" and flagged["mi/y@standard"]["drift"] == pytest.approx(0.0)

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Mapping
@@ -29,6 +30,13 @@ from typing import Any
 import pytorch_lightning as pl
 
 from infodecomp.analysis.common import check_writable, load_run, partial_dir, write_atomically
+from infodecomp.evaluation import (
+    SETTLE_EVALS,
+    TOLERANCE_ABS,
+    TOLERANCE_REL,
+    InfoRow,
+    flag_unsettled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +140,8 @@ def make_report(
         if hist:
             result["history"] = {k: {"steps": v[0], "values": v[1]} for k, v in hist.items()}
             result["figures"]["history"] = _history_figure(hist, dm, tmp / "mi_history.png")
+            if result.get("information"):
+                result["information"] = _flag_training_drift(result["information"], hist)
         result["seconds"] = time.perf_counter() - start
         (tmp / "report.json").write_text(json.dumps(result, indent=2, default=float))
         (tmp / "report.md").write_text(render_markdown(result))
@@ -180,8 +190,22 @@ class StepSaver(pl.Callback):
             os.replace(part, path)
 
 
+_INFO_CURVE = re.compile(r"^val/c?mi(?:_(?:standard|orthogonal))?/")
+
+
+def _flag_training_drift(rows: list[dict], hist: Mapping[str, tuple[list[int], list[float]]]) -> list[dict]:
+    """The report's rows with the drift of each quantity over the last evaluations of training
+    (the callback's curves in ``metrics.csv``), flagged ``not-converged`` where it is still moving."""
+    info = [InfoRow(**r) for r in rows]
+    keys = {r.name: f"val/{r.kind}/{r.variable}" if "@" not in r.name else f"val/{r.kind}_{r.estimator}/{r.variable}"
+            for r in info}
+    flag_unsettled(info, {name: hist[key][1] for name, key in keys.items() if key in hist})
+    return [r.to_dict() for r in info]
+
+
 def read_history(run: Path) -> dict[str, tuple[list[int], list[float]]]:
-    """``{metric: (steps, values)}`` of the ``val/mi/*`` and ``val/cmi/*`` curves in metrics.csv."""
+    """``{metric: (steps, values)}`` of the information curves in metrics.csv: ``val/mi/*``,
+    ``val/cmi/*`` and those of the other estimators (``val/mi_standard/*``, ...)."""
     path = run / "metrics.csv"
     if not path.is_file():
         return {}
@@ -189,7 +213,7 @@ def read_history(run: Path) -> dict[str, tuple[list[int], list[float]]]:
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
             for k, v in row.items():
-                if k and (k.startswith("val/mi/") or k.startswith("val/cmi/")) and v not in (None, ""):
+                if k and _INFO_CURVE.match(k) and v not in (None, ""):
                     steps, vals = hist.setdefault(k, ([], []))
                     steps.append(int(row["step"]))
                     vals.append(float(v))
@@ -242,7 +266,10 @@ def render_markdown(r: Mapping[str, Any]) -> str:
                   "relative to the exact oracle. The two estimators differ, on average, only through model",
                   "error (their gap has zero mean for a conditional branch that is the conditional expectation),",
                   "so a gap of more than 4 SE is flagged `model-inconsistent`; an estimate more than 3 SE above",
-                  "the condition's entropy (which bounds it) is flagged `exceeds-bound`. Neither needs ground truth.",
+                  "the condition's entropy (which bounds it) is flagged `exceeds-bound`, and one that moved by more",
+                  f"than the tolerance over the last {SETTLE_EVALS} evaluations of training is flagged `not-converged`.",
+                  f"The gap and the drift count only beyond max({TOLERANCE_ABS} nats, {100 * TOLERANCE_REL:.0f}% of "
+                  "the estimate). None of these checks needs ground truth.",
                   ""]
         lines += image("val/information", "information") + image("val/information_density", "density")
     if r.get("heatmaps"):

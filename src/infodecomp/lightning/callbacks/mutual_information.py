@@ -8,11 +8,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 from typing_extensions import override
 
 from infodecomp.evaluation import (
     EvalBatch,
+    flag_reason,
+    flag_unsettled,
     information_density,
     information_estimates,
     subset,
@@ -34,6 +37,13 @@ class MutualInformationCallback(EvaluationCallback):
     Monte-Carlo error), likewise for ``cmi``. Estimators after the first are computed on the
     same draws at no extra denoiser cost and logged as ``val/mi_<estimator>/<v>`` and so on. At
     the end of training the table goes to the W&B run summary and to ``<run>/tables``.
+
+    Checks that need no ground truth go with every estimate (``infodecomp.evaluation``): the
+    standard-orthogonal gap ``val/mi_gap/<v>`` with ``val/mi_gap_se/<v>``, the bound
+    ``val/mi_bound/<v>`` (the condition's entropy, where it is finite), the drift
+    ``val/mi_drift/<v>`` (change over the last three evaluations of training), and the verdict
+    in the table's ``flag`` column (``ok``, ``model-inconsistent``, ``exceeds-bound``,
+    ``not-converged``), as ``val/mi_flagged/<v>`` (1 when flagged) and as a warning in the log.
 
     Args:
         variables: which conditioning variables (default: all the model takes).
@@ -67,6 +77,7 @@ class MutualInformationCallback(EvaluationCallback):
         self.n_draws, self.variables = n_draws, list(variables) if variables else None
         self.final_rows: list[dict] = []
         self.last_rows: list[dict] = []
+        self.history: dict[str, list[float]] = {}
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -100,6 +111,10 @@ class MutualInformationCallback(EvaluationCallback):
         rows = summarise(per_sample, first.nfe, truth=gt, oracle=oracle,
                          logsnr_range=(first.logsnr_range.low, first.logsnr_range.high), estimator=self.estimators[0],
                          bounds=bounds)
+        if trainer.state.fn == TrainerFn.FITTING:  # the drift of an estimate over training
+            for r in rows:
+                self.history.setdefault(r.name, []).append(r.estimate)
+            flag_unsettled(rows, self.history)
         metrics = {"val/info_nfe": first.nfe}
         for r in rows:
             kind = f"{r.kind}_{r.estimator}" if "@" in r.name else r.kind
@@ -113,12 +128,10 @@ class MutualInformationCallback(EvaluationCallback):
                 metrics[f"val/{r.kind}_gap/{r.variable}"] = r.gap
                 metrics[f"val/{r.kind}_gap_se/{r.variable}"] = r.gap_se
                 metrics[f"val/{r.kind}_bound/{r.variable}"] = r.bound
+                metrics[f"val/{r.kind}_drift/{r.variable}"] = r.drift
             if r.flag != "ok" and trainer.is_global_zero:
                 log.warning("%s (%s) of %s = %.3f ± %.3f nats is flagged %s: %s", r.kind.upper(), r.estimator,
-                            r.variable, r.estimate, r.se, r.flag,
-                            f"above the bound H = {r.bound:.3f} nats" if r.flag == "exceeds-bound" else
-                            f"standard - orthogonal = {r.gap:.3f} ± {r.gap_se:.3f} nats: the conditional branch is "
-                            "not the conditional expectation, so the estimate should not be trusted")
+                            r.variable, r.estimate, r.se, r.flag, flag_reason(r))
         self.log_scalars(trainer, metrics)
         table = [r.to_dict() for r in rows]
         self.log_table(trainer, "val/information_table", list(table[0]),
@@ -148,6 +161,14 @@ class MutualInformationCallback(EvaluationCallback):
         self.log_figure(trainer, "val/information_density", plot_information_density(grid, model, oracle))
         return {"logsnr": grid.tolist(), "model": {k: v.tolist() for k, v in model.items()},
                 "oracle": {k: v.tolist() for k, v in oracle.items()} if oracle else None}
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {k: list(v) for k, v in state_dict.get("history", {}).items()}
 
     @override
     def finalize(self, trainer: pl.Trainer) -> None:
