@@ -42,6 +42,20 @@ def test_shapes_conditional_information_given_other_attributes() -> None:
     assert abs(est.item() - exact.item()) < max(3 * math.hypot(est.se.item(), exact.se.item()), 0.02 * exact.item())
 
 
+def test_caption_information_is_the_chain_of_attribute_informations() -> None:
+    """One caption per component: log p(caption | x) - log p(caption) is, point by point, the sum
+    of the attribute terms of the chain rule on the same draws."""
+    world = ShapesWorld(size=16, sigma=2.0)  # noisy enough that no term is ~log K
+    caption = world.caption_information(n=2000, seed=3)
+    chain = [world.mutual_information("shape", n=2000, seed=3),
+             world.mutual_information("colour", given=("shape",), n=2000, seed=3),
+             world.mutual_information("position", given=("shape", "colour"), n=2000, seed=3)]
+    assert caption.item() == pytest.approx(sum(c.item() for c in chain), abs=1e-9)
+    assert 0 < caption.item() < math.log(36)
+    clear = TwoObjectShapesWorld(size=16, sigma=0.1).caption_information(n=500)
+    assert clear.item() == pytest.approx(math.log(162), abs=1e-3)  # every caption told apart: I = H(caption)
+
+
 def test_masks_cover_exactly_the_drawn_pixels() -> None:
     for world in (ShapesWorld(size=16, sizes=("small", "large")), ShapesWorld(size=32, grid=3, shapes=("circle", "cross")),
                   TwoObjectShapesWorld(size=32)):

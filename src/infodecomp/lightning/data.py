@@ -232,6 +232,33 @@ class VectorTaskDataModule(_BaseDataModule):
         return gt
 
 
+class TensorDataModule(_BaseDataModule):
+    """Your own tensors: ``x`` is modelled, ``cond`` holds vector (float) or label (int) conditions.
+
+    Args:
+        train, val: ``(x, {name: values})`` for training and validation (the evaluation
+            callbacks read the validation set).
+    """
+
+    def __init__(self, train: tuple[Tensor, Mapping[str, Tensor]], val: tuple[Tensor, Mapping[str, Tensor]],
+                 batch_size: int = 256, num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__(batch_size, num_workers, seed)
+        (x, cond), (vx, vcond) = train, val
+        if set(cond) != set(vcond):
+            raise ValueError(f"training and validation conditions differ: {sorted(cond)} and {sorted(vcond)}")
+        if tuple(x.shape[1:]) != tuple(vx.shape[1:]):
+            raise ValueError(f"training and validation x differ in shape: {tuple(x.shape[1:])} and {tuple(vx.shape[1:])}")
+        self.train_set, self.val_set = DictDataset(x, cond), DictDataset(vx, vcond)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_set.x.shape[1:])
+
+    @property
+    def condition_names(self) -> list[str]:
+        return list(self.train_set.cond)
+
+
 class _WorldDataModule(_BaseDataModule):
     """Training data drawn from an exactly known image world (a Gaussian mixture)."""
 
@@ -270,7 +297,10 @@ class _WorldDataModule(_BaseDataModule):
 
     @cached_property
     def _truth(self) -> GroundTruth:
-        gt = GroundTruth(oracle=None if self.text else self.world.oracle())
+        if self.text:  # a caption is one condition; the exact oracle takes attributes, not text
+            mi = self.world.caption_information(n=self.truth_samples, seed=self.seed)
+            return GroundTruth({"text": mi.item()}, standard_errors={"mi/text": float(mi.se)})
+        gt = GroundTruth(oracle=self.world.oracle())
         attrs = list(self.world.attributes)
         for a in attrs:
             mi = self.world.mutual_information(a, n=self.truth_samples, seed=self.seed)
@@ -284,12 +314,9 @@ class _WorldDataModule(_BaseDataModule):
         return gt
 
     def ground_truth(self) -> GroundTruth:
-        """Exact information per attribute (Monte Carlo with exact posteriors; computed once).
-
-        Captioned worlds condition on text, not attributes: their exact per-word information
-        is not mapped yet, so they report none (rather than attribute values no model takes).
-        """
-        return GroundTruth() if self.text else self._truth
+        """Exact information per attribute, or ``I(x; text)`` for captioned worlds (Monte Carlo with
+        exact posteriors; computed once). Per-word information of captions is not mapped."""
+        return self._truth
 
 
 class ShapesDataModule(_WorldDataModule):

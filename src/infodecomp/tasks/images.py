@@ -142,6 +142,33 @@ class _MixtureWorld:
         """Exact ``I(x; attribute | given)`` by Monte Carlo with exact posteriors (SE reported)."""
         return self.oracle().mutual_information(attribute, given, n=n, seed=seed)
 
+    def caption_information(self, *, n: int = 20000, seed: int = 0, batch: int = 4096) -> Estimate:
+        """Exact ``I(x; caption) = E[log p(caption | x) - log p(caption)]`` by Monte Carlo with exact
+        posteriors (SE reported); ``p(caption | x)`` sums the posteriors of the components that
+        carry the caption. What a text-conditioned model's ``I(x; text)`` should come to."""
+        oracle = self.oracle()
+        groups: dict[str, list[int]] = {}
+        for k, caption in enumerate(self.captions):
+            groups.setdefault(caption, []).append(k)
+        of_component = torch.empty(self.n_components, dtype=torch.long)
+        for i, members in enumerate(groups.values()):
+            of_component[members] = i
+
+        def by_caption(log_p: Tensor) -> Tensor:  # (..., M) -> (..., number of captions)
+            return torch.stack([log_p[..., m].logsumexp(-1) for m in groups.values()], dim=-1)
+
+        log_prior = by_caption(oracle.log_weights.to(torch.float64))
+        values = []
+        for start in range(0, n, batch):
+            x, labels = oracle.sample(min(batch, n - start), seed=seed * 1_000_003 + start)
+            joint = oracle.log_prob_components(x)
+            post = by_caption(joint - joint.logsumexp(1, keepdim=True))
+            c = of_component[labels["component"]]
+            values.append(post.gather(1, c[:, None])[:, 0] - log_prior[c])
+        v = torch.cat(values)
+        return Estimate(value=v.mean(), se=v.std() / math.sqrt(n), nfe=0, logsnr_range=None, reduction="mean",
+                        n_samples=n, info={"method": "monte-carlo, exact posterior"})
+
     def entropy(self, attribute: str) -> float:
         """``H(attribute)`` in nats (attributes are uniform over their values)."""
         return math.log(len(self.attributes[attribute]))
