@@ -8,6 +8,7 @@ from infodecomp.lightning.data import (
     DigitsDataModule,
     GroundTruth,
     ShapesDataModule,
+    TensorDataModule,
     VectorTaskDataModule,
 )
 from infodecomp.lightning.loggers import AutoWandbLogger
@@ -23,6 +24,7 @@ __all__ = [
     "DiffusionModule",
     "GroundTruth",
     "ShapesDataModule",
+    "TensorDataModule",
     "VectorTaskDataModule",
     "export_checkpoint",
     "load_module",

@@ -3,6 +3,7 @@ an adapter for pretrained discrete-time diffusers UNets, and local Stable-Diffus
 
 from infodecomp.models.backbones import (
     Backbone,
+    GaussianResidualMLP,
     LabelledUNet,
     MLPBackbone,
     TextConditionedUNet,
@@ -16,6 +17,7 @@ from infodecomp.models.stable_diffusion import StableDiffusionModel
 __all__ = [
     "Backbone",
     "DiffusersUNetAdapter",
+    "GaussianResidualMLP",
     "LabelledUNet",
     "MLPBackbone",
     "StableDiffusionModel",

@@ -23,7 +23,8 @@ from infodecomp.diffusion.channel import signal_noise_scales
 from infodecomp.interface import Cond, LogSNRRange
 
 
-def _check_cov(cov: Tensor, name: str = "cov") -> Tensor:
+def check_cov(cov: Tensor, name: str = "cov") -> Tensor:
+    """``cov`` as a symmetric float64 matrix, or ``ValueError`` if it is not square, finite and symmetric."""
     cov = torch.as_tensor(cov, dtype=torch.float64)
     if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
         raise ValueError(f"{name} must be a square matrix, got shape {tuple(cov.shape)}")
@@ -63,7 +64,7 @@ class GaussianOracle:
     """
 
     def __init__(self, mean: Tensor, cov: Tensor, shape: Sequence[int] | None = None) -> None:
-        cov = _check_cov(cov)
+        cov = check_cov(cov)
         d = cov.shape[0]
         mean = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
         if mean.shape != (d,):
@@ -165,7 +166,7 @@ class JointGaussian:
     """
 
     def __init__(self, cov: Tensor, blocks: Mapping[str, int], mean: Tensor | None = None) -> None:
-        self.cov = _check_cov(cov)
+        self.cov = check_cov(cov)
         total = sum(blocks.values())
         if total != self.cov.shape[0]:
             raise ValueError(f"blocks {dict(blocks)} sum to {total}, cov is {self.cov.shape[0]}x{self.cov.shape[0]}")
