@@ -159,7 +159,7 @@ class _BaseDataModule(pl.LightningDataModule):
         return None
 
     def condition_entropies(self) -> dict[str, dict[str, float]]:
-        """Plug-in entropies of the training set's finite conditions: ``H(v)`` bounds ``I(x; v)``
+        """Entropies of the training set's finite conditions (:func:`_entropy`): ``H(v)`` bounds ``I(x; v)``
         and ``H(v | other variables)`` bounds the CMI. Integer labels count; a caption is one
         value of ``text``. Vector conditions have no finite bound and are left out."""
         if self.train_set is None:
@@ -185,10 +185,13 @@ class _BaseDataModule(pl.LightningDataModule):
 
 
 def _entropy(values: Sequence[Any]) -> float:
-    """Plug-in entropy (nats) of a list of hashable values."""
+    """Entropy (nats) of a list of hashable values: the plug-in estimate with the Miller-Madow
+    correction ``(K - 1) / 2n`` for ``K`` distinct values in ``n``. The plug-in alone is biased
+    low, which would put a bound on information below the truth (162 captions, 20,000 draws:
+    5.084 against log 162 = 5.088)."""
     counts = np.asarray(list(Counter(values).values()), dtype=np.float64)
     p = counts / counts.sum()
-    return float(-(p * np.log(p)).sum())
+    return float(-(p * np.log(p)).sum() + (len(counts) - 1) / (2 * counts.sum()))
 
 
 class VectorTaskDataModule(_BaseDataModule):

@@ -39,7 +39,7 @@ from infodecomp.models import GaussianResidualMLP, MLPBackbone
 
 log = logging.getLogger(__name__)
 
-Preprocess = Literal["copula", "standardise", "none"]
+Preprocess = Literal["copula", "none"]
 
 
 @dataclass
@@ -54,8 +54,7 @@ class DiffusionConfig:
             result; three or more give the drift that flags ``not-converged``).
         gaussian_base: the network learns the residual of the Gaussian denoiser with the training
             data's moments (:class:`~infodecomp.models.GaussianResidualMLP`) instead of the whole.
-        preprocess: ``"copula"`` (Gaussian scores of each column), ``"standardise"`` (zero mean,
-            unit variance) or ``"none"``.
+        preprocess: ``"copula"`` (Gaussian scores of each column) or ``"none"`` (the data as given).
         diffuse: which variable the model denoises (``"auto"``: the one with fewer dimensions).
         train_fraction: share of the samples trained on; the rest is the test split.
         n_draws: ``(alpha, eps)`` draws per test item in each evaluation.
@@ -91,8 +90,9 @@ class DiffusionMI(_Fitted):
     drift, and :attr:`flag` says whether to trust it (``ok``, ``model-inconsistent``,
     ``not-converged``). ``estimate(x, y)`` evaluates the trained model on new samples.
 
-    The orthogonal estimator is the default: on the benchmark it has the lower error and the
-    lower variance (``benchmarks/baselines.py``; ``docs/benchmarks.md``).
+    The orthogonal estimator is the default: on the 40 Beyond-Normal tasks its mean error is
+    0.036 nats against the standard one's 0.055, with the lower variance (``benchmarks/baselines.py``;
+    ``docs/trust.md``).
     """
 
     name = "diffusion"
@@ -102,8 +102,8 @@ class DiffusionMI(_Fitted):
         cfg = self.config
         if not 0 < cfg.train_fraction < 1:
             raise ValueError(f"train_fraction must be in (0, 1), got {cfg.train_fraction}")
-        if cfg.preprocess not in ("copula", "standardise", "none"):
-            raise ValueError(f"preprocess must be 'copula', 'standardise' or 'none', got {cfg.preprocess!r}")
+        if cfg.preprocess not in ("copula", "none"):
+            raise ValueError(f"preprocess must be 'copula' or 'none', got {cfg.preprocess!r}")
         if cfg.diffuse not in ("x", "y", "auto"):
             raise ValueError(f"diffuse must be 'x', 'y' or 'auto', got {cfg.diffuse!r}")
         if cfg.evaluations < 1 or cfg.max_steps < cfg.evaluations:
@@ -117,22 +117,13 @@ class DiffusionMI(_Fitted):
 
     # ---- preprocessing ------------------------------------------------------------------------
     def _fit_maps(self, x: Tensor, y: Tensor) -> None:
-        kind = self.config.preprocess
-        if kind == "copula":
-            self._maps = [GaussianCopula().fit(x), GaussianCopula().fit(y)]
-        elif kind == "standardise":
-            self._maps = [(x.mean(0), x.std(0).clamp_min(1e-12)), (y.mean(0), y.std(0).clamp_min(1e-12))]
-        else:
-            self._maps = [None, None]
+        copula = self.config.preprocess == "copula"
+        self._maps = [GaussianCopula().fit(x), GaussianCopula().fit(y)] if copula else [None, None]
 
     def _apply(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         out = []
         for t, m in zip((x, y), self._maps, strict=True):
-            if isinstance(m, GaussianCopula):
-                t = m.transform(t)
-            elif m is not None:
-                t = (t - m[0]) / m[1]
-            out.append(t.float())
+            out.append((t if m is None else m.transform(t)).float())
         return (out[1], out[0]) if self._swap else (out[0], out[1])
 
     # ---- fit / estimate -----------------------------------------------------------------------
@@ -158,10 +149,8 @@ class DiffusionMI(_Fitted):
                                       torch.cov(joint.T).reshape(joint.shape[1], -1).tolist(), **size)
         else:
             net = MLPBackbone(a.shape[1], vector_conditions={"y": b.shape[1]}, **size)
-        self.module = DiffusionModule(
-            net,
-            lr=cfg.lr, weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay, warmup_steps=cfg.warmup_steps, cond_dropout=cfg.cond_dropout,
-        )
+        self.module = DiffusionModule(net, lr=cfg.lr, weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay,
+                                      warmup_steps=cfg.warmup_steps, cond_dropout=cfg.cond_dropout)
         every = max(1, cfg.max_steps // cfg.evaluations)
         callback = MutualInformationCallback(every_n_steps=every, n_eval=ta.shape[0], n_draws=cfg.n_draws,
                                              seed=cfg.seed, estimators=("orthogonal", "standard"))
