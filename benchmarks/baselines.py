@@ -111,8 +111,7 @@ def run(tasks: list[str], names: list[str], makers: dict[str, Callable], done: l
             for name in (n for t, n in todo if t == tid):
                 bar.update(job, description=f"{name} on {tid}")
                 start = time.perf_counter()
-                out = {k: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
-                       for k, v in makers[name](x, y).items()}
+                out = makers[name](x, y)
                 rows.append({"task": tid, "estimator": name, "truth": task.mutual_information, **out,
                              "abs_error": abs(out["estimate"] - task.mutual_information),
                              "seconds": time.perf_counter() - start})

@@ -139,7 +139,6 @@ class DiffusionMI(_Fitted):
         self._swap = cfg.diffuse == "y" or (cfg.diffuse == "auto" and y.shape[1] < x.shape[1])
         self._fit_maps(x[train], y[train])
         (a, b), (ta, tb) = self._apply(x[train], y[train]), self._apply(x[test], y[test])
-        self._x, self._y = x[test], y[test]
         dm = TensorDataModule((a, {"y": b}), (ta, {"y": tb}), batch_size=min(cfg.batch_size, n_train), seed=cfg.seed)
         torch.manual_seed(cfg.seed)
         size = {"hidden": cfg.hidden, "depth": cfg.depth}

@@ -142,8 +142,9 @@ class GaussianResidualMLP(MLPBackbone):
                              f"{tuple(mean.shape)} and {tuple(cov.shape)}")
         self.init_args.update(joint_mean=mean.tolist(), joint_cov=cov.tolist())
         del self.init_args["label_conditions"]
-        self.register_buffer("joint_mean", mean)
-        self.register_buffer("joint_cov", cov)
+        # float64 on the CPU, not buffers: constants rebuilt from ``init_args``, which the EMA copy
+        # need not average every step; :meth:`_conditional` keeps what it derives per dtype/device
+        self.joint_mean, self.joint_cov = mean, cov
         self._blocks: dict[str, slice] = {}
         start = dim
         for name, proj in self.vec_proj.items():
@@ -160,7 +161,7 @@ class GaussianResidualMLP(MLPBackbone):
             d = self.input_shape[0]
             idx = torch.cat([torch.arange(self._blocks[k].start, self._blocks[k].stop) for k in given]) if given \
                 else torch.zeros(0, dtype=torch.long)
-            cov, mean = self.joint_cov.double().cpu(), self.joint_mean.double().cpu()
+            cov, mean = self.joint_cov, self.joint_mean
             s_xx, s_xc, s_cc = cov[:d, :d], cov[:d][:, idx], cov[idx][:, idx]
             reg = torch.linalg.solve(s_cc, s_xc.T).T if given else s_xc  # (d, dc)
             lam, vec = torch.linalg.eigh(s_xx - reg @ s_xc.T)
