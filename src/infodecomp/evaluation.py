@@ -20,6 +20,7 @@ from torch.utils.data import default_collate
 from infodecomp.diffusion.channel import gaussian_mmse
 from infodecomp.diffusion.ddim import ddim_generate
 from infodecomp.estimators import Term, evaluate_curve, integrate, mmse_curves, nll
+from infodecomp.estimators.pid import PIDResult, assemble, pid_terms
 from infodecomp.interface import Denoiser, Estimate
 
 
@@ -124,6 +125,51 @@ def information_density(
     curves = evaluate_curve(denoiser, batch.x, conditions, terms, logsnr, n_eps=n_eps, seed=seed,
                             sample_ids=batch.sample_ids, reduction=reduction)
     return {name.split("/", 1)[1]: c.value for name, c in curves.items()}
+
+
+def pid_conditions(cond: Mapping[str, Tensor], first: str, second: str,
+                   given: Sequence[str] = ()) -> dict[str, Any]:
+    """The four conditions of the PID of ``first`` and ``second`` given ``given`` (or nothing):
+    ``both``, ``first``, ``second``, ``base`` (see :mod:`infodecomp.estimators.pid`)."""
+    given = list(given)
+    if first == second:
+        raise ValueError(f"PID needs two different variables, got {first!r} twice")
+    for v in (first, second, *given):
+        if v not in cond:
+            raise ValueError(f"variable {v!r} is not among the model's conditions {list(cond)}")
+    if first in given or second in given:
+        raise ValueError(f"the PID variables ({first!r}, {second!r}) cannot also be given ({given})")
+    base = {g: cond[g] for g in given}
+
+    def with_(*vs: str) -> dict[str, Tensor]:
+        return {**base, **{v: cond[v] for v in vs}}
+
+    return {"both": with_(first, second), "first": with_(first), "second": with_(second), "base": base or None}
+
+
+def pid_estimates(
+    denoiser: Denoiser, batch: EvalBatch, first: str, second: str, *, given: Sequence[str] = (),
+    measure: str = "pointwise-min", reduction: str = "pixel", n_draws: int = 32, seed: int = 0,
+    cond: Mapping[str, Tensor] | None = None, max_batch: int = 4096, progress: bool = False,
+) -> dict[str, Estimate]:
+    """The integrated PID terms (:func:`~infodecomp.estimators.pid.pid_terms`) per item, on shared
+    draws: gather them across processes, then :func:`pid_from_samples` (or ``assemble``)."""
+    conditions = pid_conditions(batch.cond if cond is None else cond, first, second, given)
+    return integrate(denoiser, batch.x, conditions, pid_terms(measure), reduction=reduction, n_draws=n_draws,
+                     seed=seed, sample_ids=batch.sample_ids, max_batch=max_batch, progress=progress)
+
+
+def pid_from_samples(per_sample: Mapping[str, Tensor], measure: str, nfe: int) -> PIDResult:
+    """Image-level atoms (mean and SE over items) from per-item totals of the PID terms: the
+    same answer on 1 or N processes once the totals are gathered. The per-item atoms stay in
+    ``info["per_item"]`` (for paired comparisons, e.g. a model against an oracle on the same draws)."""
+    ests = {k: Estimate(value=v.double(), se=torch.zeros_like(v, dtype=torch.float64), nfe=nfe, logsnr_range=None,
+                        reduction="sample", n_samples=v.shape[0]) for k, v in per_sample.items()}
+    res = assemble(measure, ests)
+    per_item = {k: e.value for k, e in {**res.information, **res.atoms}.items()}
+    return PIDResult(res.measure, {k: e.batch_mean() for k, e in res.atoms.items()},
+                     {k: e.batch_mean() for k, e in res.information.items()}, res.weaker, nfe,
+                     info={"per_item": per_item})
 
 
 def mean_and_se(values: Tensor) -> tuple[float, float]:

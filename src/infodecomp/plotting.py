@@ -31,6 +31,7 @@ def plot_info_heatmaps(
     masks: Tensor | None = None,
     titles: Sequence[str] | None = None,
     unit: str = "nats",
+    shared_scale: bool = False,
 ) -> Figure:
     """Rows of: the image | each variable's information map over it | the oracle's maps.
 
@@ -39,6 +40,8 @@ def plot_info_heatmaps(
         maps: ``{name: (B, H, W)}`` per-pixel information (e.g. CMI per attribute or per word).
         oracle_maps: the same from an exact denoiser, shown after the model's.
         masks: ``(B, H, W)`` object masks, outlined on the image.
+        shared_scale: one colour scale for all maps of a row (parts of one total, such as PID
+            atoms), instead of one per map.
     """
     names = list(maps)
     cols = [("image", None)] + [(n, maps[n]) for n in names]
@@ -47,6 +50,7 @@ def plot_info_heatmaps(
     rows = images.shape[0]
     fig, axes = plt.subplots(rows, len(cols), figsize=(1.7 * len(cols), 1.7 * rows + 0.4), squeeze=False)
     for i in range(rows):
+        row_top = max((float(m[i].abs().max()) for _, m in cols if m is not None), default=0.0)
         for j, (name, m) in enumerate(cols):
             ax = axes[i, j]
             ax.imshow(to_image(images[i]), cmap="gray" if images.shape[1] == 1 else None, interpolation="nearest")
@@ -57,7 +61,11 @@ def plot_info_heatmaps(
                     ax.set_xlabel(titles[i], fontsize=6)
             else:
                 heat = m[i].detach().float().cpu().numpy()
-                ax.imshow(heat, cmap="inferno", alpha=0.75, interpolation="nearest", vmin=0, vmax=max(heat.max(), 1e-9))
+                top = max(row_top if shared_scale else abs(heat).max(), 1e-9)
+                if heat.min() < -0.01 * top:  # a signed map (e.g. a PID synergy): red +, blue -
+                    ax.imshow(heat, cmap="RdBu_r", alpha=0.85, interpolation="nearest", vmin=-top, vmax=top)
+                else:
+                    ax.imshow(heat, cmap="inferno", alpha=0.75, interpolation="nearest", vmin=0, vmax=top)
                 ax.set_xlabel(f"{heat.sum():.2f} {unit}", fontsize=6)
             if i == 0:
                 ax.set_title(name, fontsize=7)

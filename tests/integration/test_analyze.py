@@ -173,3 +173,43 @@ def test_report_logs_to_wandb_offline(shapes_run: Path, tmp_path: Path) -> None:
     assert runs, sorted(p.name for p in out.iterdir())
     data = runs[0].read_bytes()  # the callbacks' own keys, logged by the same code as in training
     assert b"val/mi/colour" in data and b"val/information" in data and b"val/heatmap/cmi" in data
+
+
+def test_pid_of_a_labelled_run_and_of_two_words(shapes_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pid"
+    res = analyze("pid", str(shapes_run), "--variables", "shape", "colour", "--given", "position",
+                  "--n-items", "8", "--n-draws", "4", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["pid"]["variables"] == ["shape", "colour"] and report["pid"]["given"] == ["position"]
+    assert {r["quantity"] for r in report["pid"]["rows"]} == {"i1", "i2", "i12", "redundancy", "unique1",
+                                                              "unique2", "synergy"}
+    assert "information" not in report  # only the PID step ran
+    md = (out / "report.md").read_text()
+    assert "Partial information decomposition of shape and colour" in md and (out / "val_pid_maps.png").is_file()
+    words = tmp_path / "words"
+    res = analyze("pid", "--words", "1", "-1", "--n-items", "4", "--n-draws", "4", "--out", str(words))
+    assert res.returncode == 0, res.stderr[-2000:]
+    probe = json.loads((words / "report.json").read_text())
+    assert set(probe["atoms"]) == set(probe["atoms_oracle"]) and probe["nfe_per_image"] == 16
+    assert "## Partial information decomposition of words" in (words / "summary.md").read_text()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["pid", "--n-items", "4"], "either --variables V1 V2"),
+    (["pid", "--words", "1", "dog", "--n-items", "4", "--n-draws", "4"], "'dog' is not in the caption"),
+    (["pid", "--words", "1", "1", "--n-items", "4", "--n-draws", "4"], "the same word twice"),
+    (["pid", "--variables", "y1", "y2", "--n-items", "4"], "needs the run of a labelled model"),
+])
+def test_pid_bad_input_exits_2_with_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    res = analyze(*args, "--out", str(tmp_path / "out"))
+    assert res.returncode == 2 and message in res.stderr, res.stderr[-2000:]
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_pid_variables_not_in_the_model_exit_2(shapes_run: Path, tmp_path: Path) -> None:
+    res = analyze("pid", str(shapes_run), "--variables", "shape", "y2", "--n-items", "4", "--n-draws", "4",
+                  "--out", str(tmp_path / "out"))
+    assert res.returncode == 2 and "'y2'" in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "out").exists()

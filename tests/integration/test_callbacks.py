@@ -199,3 +199,44 @@ def test_tensorboard_logger_receives_figures(tmp_path: Path) -> None:
     events = list(Path(trainer.loggers[0].log_dir).glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 10_000  # the heatmap figure is in the event file
     assert list((Path(trainer.loggers[0].log_dir) / "figures").glob("*.png"))
+
+
+def test_pid_callback_logs_atoms_oracle_truth_and_maps(tmp_path: Path) -> None:
+    from infodecomp.lightning import PIDWorldDataModule
+    from infodecomp.lightning.callbacks import PIDCallback
+
+    dm = PIDWorldDataModule(kind="copy", n_train=64, n_val=32, batch_size=16, truth_samples=2000)
+    module = DiffusionModule(LabelledUNet(attributes={"y1": 2, "y2": 2}, block_out_channels=(8, 16),
+                                          norm_num_groups=4), cond_dropout=0.5)
+    cb = PIDCallback(every_n_steps=0, n_eval=16, n_draws=8)
+    trainer = fit(module, dm, [cb], tmp_path, steps=2)
+    rows = read_metrics(trainer)
+    truth = dm.world.exact_pid("pointwise-min", n=2000)
+    for name in ("i1", "i2", "i12", "redundancy", "unique1", "unique2", "synergy"):
+        assert last_value(rows, f"val/pid_true/{name}") == pytest.approx(truth[name])
+        assert last_value(rows, f"val/pid_se/{name}") >= 0
+    v = {n: last_value(rows, f"val/pid/{n}") for n in ("i1", "i2", "i12", "redundancy", "unique1", "unique2",
+                                                      "synergy")}
+    assert v["redundancy"] + v["unique1"] == pytest.approx(v["i1"], abs=1e-6)
+    assert v["redundancy"] + v["unique1"] + v["unique2"] + v["synergy"] == pytest.approx(v["i12"], abs=1e-6)
+    # the exact oracle on the same draws: the copy's two labels, each in its own square
+    assert last_value(rows, "val/pid_oracle/redundancy") == pytest.approx(0.0, abs=1e-6)
+    assert abs(last_value(rows, "val/pid_oracle/i12") - truth["i12"]) < 0.5
+    assert 0.0 <= last_value(rows, "val/pid_mass/unique1/0") <= 1.0  # share of U1 in the left square
+    run = Path(trainer.loggers[0].log_dir)
+    assert next((run / "figures").glob("val_pid_maps_step*.png")).stat().st_size > 5000
+    table = json.loads(next((run / "tables").glob("val_pid_table_step*.json")).read_text())
+    assert table["columns"][:4] == ["quantity", "estimate", "se", "oracle"] and len(table["rows"]) == 7
+    assert cb.result["pid"]["variables"] == ["y1", "y2"] and cb.result["pid"]["nfe"] == 4 * 8
+
+
+def test_pid_callback_bad_arguments(tmp_path: Path) -> None:
+    from infodecomp.lightning.callbacks import PIDCallback
+
+    with pytest.raises(ValueError, match="two different variables"):
+        PIDCallback(variables=["shape", "shape"])
+    with pytest.raises(ValueError, match="measure must be one of"):
+        PIDCallback(measure="i_min")
+    module, dm = tiny_shapes()
+    with pytest.raises(ValueError, match=r"variables \['size'\] are not model conditions"):
+        fit(module, dm, [PIDCallback(variables=["shape", "size"], n_eval=4, n_draws=4)], tmp_path, steps=1)

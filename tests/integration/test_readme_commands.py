@@ -21,7 +21,8 @@ Each command runs as a subprocess in its own temporary working directory, which 
   once per module at debug size by the same rules and copied into its directory; a resume must
   continue that run (same ``version_0``, 3 more steps).
 * ``analyze.py report RUN``: the run as above, and a small budget (``REPORT_BUDGET``).
-* ``analyze.py heatmap|compositional|localize|intervene``: a small budget and ``--out`` in the
+* ``analyze.py pid RUN --variables ...``: the run as above, and a small budget.
+* ``analyze.py heatmap|compositional|localize|intervene|pid``: a small budget and ``--out`` in the
   temporary directory; with ``--model`` the README's placeholders (``DIR``, ``IMG``, ...) become
   tiny fixtures through the one table ``PLACEHOLDERS``.
 * ``python -m MODULE``: as written, for the modules in ``AS_WRITTEN``.
@@ -161,6 +162,7 @@ EXPERIMENTS: dict[str, list] = {
     "shapes": SMALL_IMAGES,
     "digits": SMALL_IMAGES,
     "shapes_text": SMALL_IMAGES,
+    "pid": SMALL_IMAGES,
     "vector": SMALL_VECTORS,
     "finetune": [*SMALL_IMAGES, "--model.backbone.init_args.path", Fx("pretrained_unet")],
     "cifar10": ["--data.init_args.root", Fx("cifar10"), "--data.init_args.n_val", "10",
@@ -174,7 +176,8 @@ REPORT_BUDGET = ["--n-eval", "8", "--n-draws", "4", "--n-heatmap", "4", "--no-sa
 PROBE_BUDGET = {"heatmap": ["--n-items", "4", "--n-draws", "4"],
                 "compositional": ["--n-items", "4", "--n-draws", "4"],
                 "localize": ["--n-items", "4", "--n-draws", "4"],
-                "intervene": ["--n-items", "4", "--n-draws", "4", "--steps", "4"]}
+                "intervene": ["--n-items", "4", "--n-draws", "4", "--steps", "4"],
+                "pid": ["--n-items", "4", "--n-draws", "4"]}
 MAX_DEVICES = 2
 # (option, what the README writes) -> what runs; the only placeholders the harness knows.
 PLACEHOLDERS: dict[tuple[str, str], str | Fx] = {
@@ -295,17 +298,24 @@ def shrink_train(prog: list[str], args: list[str]) -> Plan:
     return plan
 
 
+def run_argument(rest: list, sub: str) -> str:
+    """The run an ``analyze.py`` subcommand reads: its first positional argument."""
+    positional = [a for i, a in enumerate(rest) if isinstance(a, str) and not a.startswith("-")
+                  and (i == 0 or not str(rest[i - 1]).startswith("--") or rest[i - 1] == "--overwrite")]
+    if not positional:
+        raise NoShrinkRule(f"`analyze.py {sub}` without a run")
+    return positional[0]
+
+
 def shrink_analyze(prog: list[str], args: list[str]) -> Plan:
     if not args:
         raise NoShrinkRule("`analyze.py` without a subcommand")
     sub, rest = args[0], check_placeholders(args[1:])
     script = [*prog, sub]
     if sub == "report":
-        positional = [a for i, a in enumerate(rest) if isinstance(a, str) and not a.startswith("-")
-                      and (i == 0 or not str(rest[i - 1]).startswith("--") or rest[i - 1] == "--overwrite")]
-        if not positional:
-            raise NoShrinkRule("`analyze.py report` without a run")
-        return Plan([*script, *rest, *REPORT_BUDGET], runs={run_needed(positional[0], "report of")})
+        return Plan([*script, *rest, *REPORT_BUDGET], runs={run_needed(run_argument(rest, sub), "report of")})
+    if sub == "pid" and "--variables" in rest:  # a labelled run, through the report's loop
+        return Plan([*script, *rest, *PROBE_BUDGET["pid"]], runs={run_needed(run_argument(rest, sub), "pid of")})
     if sub in PROBE_BUDGET:
         if any(isinstance(a, str) and a.startswith("outputs/runs/") for a in rest):
             raise NoShrinkRule(f"`analyze.py {sub}` of a trained run: no rule yet for producing a text run")

@@ -1,5 +1,6 @@
 """Backbone details that the estimators depend on: the log-SNR gate on label embeddings."""
 
+import pytest
 import torch
 
 from infodecomp.models import LabelledUNet, build_backbone
@@ -75,3 +76,24 @@ def test_fading_gate_round_trips_through_the_backbone_config() -> None:
     z, logsnr, cond, _ = _inputs()
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(z, logsnr, cond), net(z, logsnr, cond))
+
+
+def test_joint_embedding_starts_at_zero_and_tells_combinations_apart() -> None:
+    """One vector per combination of values ("not given" included): zero at the start, so the
+    model starts as the sum of per-attribute embeddings; each combination has its own row."""
+    torch.manual_seed(0)
+    net = LabelledUNet(image_size=8, attributes={"y1": 2, "y2": 2}, block_out_channels=(8, 16), norm_num_groups=4,
+                       joint_embedding=True).eval()
+    assert net.joint.num_embeddings == 9 and net.init_args["joint_embedding"] is True
+    z, logsnr = torch.randn(4, 3, 8, 8), torch.zeros(4)
+    cond = {"y1": torch.tensor([0, 0, 1, 1]), "y2": torch.tensor([0, 1, 0, -1])}
+    plain = LabelledUNet(image_size=8, attributes={"y1": 2, "y2": 2}, block_out_channels=(8, 16),
+                         norm_num_groups=4).eval()
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("joint")})
+    with torch.no_grad():
+        torch.testing.assert_close(net(z, logsnr, cond), plain(z, logsnr, cond))
+        net.joint.weight[1 * 3 + 2] = 1.0  # y1 = 1 with y2 not given
+        out, ref = net(z, logsnr, cond), plain(z, logsnr, cond)
+    assert torch.allclose(out[:3], ref[:3]) and not torch.allclose(out[3], ref[3])
+    with pytest.raises(ValueError, match="at most 65536"):
+        LabelledUNet(attributes={"a": 300, "b": 300}, joint_embedding=True)

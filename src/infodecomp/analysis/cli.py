@@ -20,6 +20,12 @@ A local Stable-Diffusion-style pipeline (diffusers format) instead, with --model
     python analyze.py localize --model DIR --coco COCO_DIR --csv COCO-IT.csv [--devices 2]
     python analyze.py intervene --model DIR --image IMG --prompt "..." --word dog [--replacement cat]
 
+Partial information decomposition (redundant, unique, synergistic information) of two conditions:
+
+    python analyze.py pid RUN --variables y1 y2 [--given rest] [--measure mmi]   # a labelled run
+    python analyze.py pid --words 1 2          # two words of each held-out caption (shipped model)
+    python analyze.py pid --model DIR --image IMG --prompt "a red cube" --words red cube
+
 Writes report.json, PNG figures and report.md (default: <run>/report). Input problems (missing
 checkpoint, a checkpoint of another model, a config that does not match) end with exit status 2
 and one line on stderr; nothing in the output directory is changed.
@@ -104,6 +110,50 @@ def run_pretrained(args: argparse.Namespace, settings: ProbeSettings):  # noqa: 
                        devices=args.devices, accelerator=args.accelerator)
 
 
+def _word(w: str) -> str | int:
+    """A word given on the command line: a position if it is an integer, else a name."""
+    try:
+        return int(w)
+    except ValueError:
+        return w
+
+
+def run_pid(args: argparse.Namespace):  # noqa: ANN201
+    """``analyze.py pid``: a labelled run (``--variables``) through the report's validation loop;
+    two words (``--words``) of a text run's held-out scenes or of a pipeline's image."""
+    if (args.variables is None) == (args.words is None):
+        raise AnalysisError("pid needs either --variables V1 V2 (a labelled model) or --words W1 W2 (a text model)")
+    if args.variables is not None:
+        if args.model or args.run is None:
+            raise AnalysisError("pid --variables needs the run of a labelled model (RUN), not --model")
+        from infodecomp.analysis.report import ReportSettings, make_report
+
+        given = args.given or ()
+        given = "rest" if list(given) == ["rest"] else tuple(given)
+        settings = ReportSettings(n_eval=args.n_items, n_draws=args.n_draws, seed=args.seed, samples=False,
+                                  pid_variables=tuple(args.variables), pid_given=given, pid_measure=args.measure,
+                                  only=("pid",))
+        done = make_report(args.run, args.out, config=args.config, overwrite=args.overwrite, settings=settings,
+                           wandb=args.wandb, accelerator=args.accelerator, devices=args.devices, name="pid")
+        return None if done is None else f"{done}/report.md"
+    given = args.given or ["rest"]
+    if len(given) != 1 or given[0] not in ("rest", "none"):
+        raise AnalysisError(f"for words, --given is 'rest' (the rest of the caption) or 'none', got {given}")
+    from infodecomp.analysis import probes as pr
+
+    settings = pr.ProbeSettings(n_items=args.n_items, n_draws=args.n_draws, seed=args.seed,
+                                words=tuple(_word(w) for w in args.words), given=given[0], measure=args.measure)
+    if args.model:
+        missing = [f"--{n}" for n in ("image", "prompt") if not getattr(args, n)]
+        if missing:
+            raise AnalysisError(f"pid --model needs {' and '.join(missing)}")
+        out = args.out or f"outputs/probes/pid-{Path(args.model).name}"
+        return f"{pr.pid(args.model, args.image, args.prompt, out, settings=settings, overwrite=args.overwrite)}/summary.md"
+    out = pr.run_probe("pid", args.run, args.out, config=args.config, overwrite=args.overwrite, settings=settings,
+                       wandb=args.wandb)
+    return f"{out}/summary.md"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="analyze.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -153,6 +203,29 @@ def main(argv: list[str] | None = None) -> int:
         if name == "intervene":
             p.add_argument("--edit", choices=("omit", "swap"), default="omit", help="omit a word or swap a colour")
             p.add_argument("--steps", type=int, default=50, help="DDIM steps of inversion and regeneration")
+    p = sub.add_parser("pid", help="partial information decomposition of two conditions or two words")
+    p.add_argument("run", nargs="?", default=None,
+                   help="a checkpoint or run directory (default: the shipped shapes_text model)")
+    p.add_argument("--variables", nargs=2, default=None, metavar=("V1", "V2"),
+                   help="two conditioning variables of a labelled model")
+    p.add_argument("--words", nargs=2, default=None, metavar=("W1", "W2"),
+                   help="two words of each caption of a text model: names or positions (negative from the end)")
+    p.add_argument("--given", nargs="*", default=None,
+                   help="held fixed: variables of a labelled model (or 'rest'); for words 'rest' (default) or "
+                        "'none'")
+    p.add_argument("--measure", choices=("pointwise-min", "mmi"), default="pointwise-min")
+    p.add_argument("--out", default=None, help="report directory (default: <run>/pid, or outputs/probes/pid for words)")
+    p.add_argument("--config", default=None, help="training config (default: the run's config.yaml)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    p.add_argument("--n-items", "--n-eval", dest="n_items", type=int, default=200, help="items evaluated")
+    p.add_argument("--n-draws", type=int, default=32, help="log-SNR draws per item")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--wandb", action="store_true", help="also log the tables and figures to W&B")
+    p.add_argument("--model", default=None, help="a local Stable-Diffusion-style pipeline directory")
+    p.add_argument("--image", default=None, help="RGB image (with --model)")
+    p.add_argument("--prompt", default=None, help="its caption (with --model)")
+    p.add_argument("--accelerator", default="auto", help="cpu, gpu, ... (labelled runs)")
+    p.add_argument("--devices", type=int, default=1, help="processes (DDP, labelled runs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -160,6 +233,17 @@ def main(argv: list[str] | None = None) -> int:
     except AnalysisError as err:
         print(f"analyze.py: error: {err}", file=sys.stderr)
         return 2
+    if args.command == "pid":
+        if args.n_draws < 4 or args.n_draws % 4 or args.n_items < 2:
+            parser.error("--n-items must be >= 2 and --n-draws a positive multiple of 4")
+        try:
+            out = run_pid(args)
+        except AnalysisError as err:
+            print(f"analyze.py: error: {err}", file=sys.stderr)
+            return 2
+        if out is not None:
+            print(f"pid report written to {out}")
+        return 0
     if args.command in PROBES:
         if args.n_draws < 4 or args.n_draws % 4:
             parser.error("--n-draws must be a positive multiple of 4")

@@ -51,12 +51,15 @@ from infodecomp.probes.runners import (
     probe_aro,
     probe_heatmap,
     probe_intervene,
+    probe_pid,
 )
 from infodecomp.probes.text import TextModel
 
 if TYPE_CHECKING:
     from infodecomp.models.stable_diffusion import StableDiffusionModel
 
+#: what run_probe runs: the probes of TextProbeCallback, and the PID of two words (analysis only)
+ANALYSES = {**RUNNERS, "pid": probe_pid}
 HELD_OUT_SEED = 10_000  # the run's data module draws training items from seed 0 and validation from seed 1
 
 
@@ -151,8 +154,8 @@ def run_probe(
     ``aro=(set name, root)`` makes the compositional probe score a local ARO set instead of
     held-out scenes of the run's world.
     """
-    if probe not in RUNNERS:
-        raise AnalysisError(f"unknown probe {probe!r}; expected one of {PROBES}")
+    if probe not in ANALYSES:
+        raise AnalysisError(f"unknown probe {probe!r}; expected one of {tuple(ANALYSES)}")
     if aro is not None and probe != "compositional":
         raise AnalysisError("an ARO set is only used by the compositional probe")
     s = settings or ProbeSettings()
@@ -166,7 +169,7 @@ def run_probe(
             res = probe_aro(model, aro[0], Path(aro[1]), s)
             return _report(probe, res, tmp, s, res.values["count"], **source)
         scenes = held_out_scenes(dm, s.n_items, s.seed)
-        return _report(probe, RUNNERS[probe](model, scenes, s), tmp, s, scenes.x.shape[0], **source)
+        return _report(probe, ANALYSES[probe](model, scenes, s), tmp, s, scenes.x.shape[0], **source)
 
     return write_report(Path(out) if out is not None else Path("outputs") / "probes" / probe, compute,
                         overwrite=overwrite, wandb=wandb)
@@ -185,6 +188,23 @@ def heatmap(model_dir: str | Path, image: str | Path, prompt: str, out: str | Pa
         res = probe_heatmap(model, Scenes(x, [prompt]), s, words=words)
         torch.save({k: v[0] for k, v in res.maps.items()}, tmp / "latent_maps.pt")
         return _report("heatmap", res, tmp, s, 1, model=str(model_dir), image_path=str(image), prompt=prompt,
+                       latent_shape=list(model.image_shape))
+
+    return write_report(out, compute, overwrite=overwrite)
+
+
+def pid(model_dir: str | Path, image: str | Path, prompt: str, out: str | Path, *,
+        settings: ProbeSettings | None = None, overwrite: bool = False) -> Path:
+    """PID of two words of a prompt (``settings.words``) on one image (maps at latent resolution
+    in ``latent_maps.pt``)."""
+    s = settings or ProbeSettings()
+    model = load_sd(model_dir)
+    x = _sd_image(model, image)
+
+    def compute(tmp: Path) -> dict:
+        res = probe_pid(model, Scenes(x, [prompt]), s)
+        torch.save({k: v[0] for k, v in res.maps.items()}, tmp / "latent_maps.pt")
+        return _report("pid", res, tmp, s, 1, model=str(model_dir), image_path=str(image), prompt=prompt,
                        latent_shape=list(model.image_shape))
 
     return write_report(out, compute, overwrite=overwrite)
@@ -440,6 +460,38 @@ def _pm(mean: float, se: float, scale: float = 1.0, digits: int = 3) -> str:
     return f"{mean * scale:.{digits}f} ± {se * scale:.{digits}f}"
 
 
+PID_ROWS = (("i1", "I(x; w1 | c)"), ("i2", "I(x; w2 | c)"), ("i12", "I(x; w1, w2 | c)"), ("redundancy", "R"),
+            ("unique1", "U1"), ("unique2", "U2"), ("synergy", "S"))
+
+
+def render_pid_probe(r: Mapping[str, Any]) -> list[str]:
+    """The PID probe's section of ``summary.md``."""
+    given = "the rest of the caption" if r["given"] == "rest" else "nothing (c = the empty prompt)"
+    lines = [f"## Partial information decomposition of words {r['words'][0]!r} and {r['words'][1]!r} "
+             f"(nats; given {given}; measure `{r['measure']}`)", ""]
+    has_oracle = "atoms_oracle" in r
+    head = "| quantity | model | exact denoiser, same draws | model − exact |" if has_oracle else "| quantity | model |"
+    lines += [head, "|---|---|---|---|" if has_oracle else "|---|---|"]
+    for key, label in PID_ROWS:
+        m = r["atoms"][key]
+        row = f"| {label} | {_pm(m['mean'], m['se'])} |"
+        if has_oracle:
+            o, d = r["atoms_oracle"][key], r["atoms_minus_oracle"][key]
+            row += f" {_pm(o['mean'], o['se'])} | {_pm(d['mean'], d['se'])} |"
+        lines.append(row)
+    lines.append("")
+    if r.get("weaker"):
+        lines += [f"The minimum-MI measure takes R from word {r['weaker']}, the one with less information.", ""]
+    if "mass_in_word_objects" in r:
+        lines += ["| atom | map share inside word 1's object | inside word 2's object |", "|---|---|---|"]
+        for a, per in r["mass_in_word_objects"].items():
+            cells = [f"{_pm(v['mean'], v['se'], 100, 1)}% ({v['n']})" if v["n"] else "—" for v in per.values()]
+            lines.append(f"| {a} | {' | '.join(cells)} |")
+        lines.append("")
+    lines += [f"Denoiser calls per image: {r['nfe_per_image']} (four conditions per draw, one forward).", ""]
+    return lines
+
+
 def render_summary(r: Mapping[str, Any]) -> str:
     lines = [f"# {r['probe']} probe", ""]
     if "checkpoint" in r:
@@ -499,8 +551,10 @@ def render_summary(r: Mapping[str, Any]) -> str:
             lines.append(f"| {m} | {_pm(r['pixel'][m]['value'], r['pixel'][m]['se'])} | "
                          f"{_pm(r['image'][m]['value'], r['image'][m]['se'])} |")
         lines.append("")
+    elif p == "pid":
+        lines += render_pid_probe(r)
     else:
-        raise ValueError(f"unknown probe {p!r}; expected one of {PROBES}")
+        raise ValueError(f"unknown probe {p!r}; expected one of {tuple(ANALYSES)}")
     for name, file in r.get("figures", {}).items():
         lines += [f"![{name}]({file})", ""]
     lines.append(f"_Computed in {r['seconds']:.0f} s._")
@@ -531,12 +585,16 @@ def log_probe_to_wandb(out: Path, result: Mapping[str, Any]) -> None:
         rows = [[m, lvl, result[lvl][m]["value"], result[lvl][m]["se"]] for lvl in ("pixel", "image")
                 for m in result[lvl]]
         run.log({"probe/interventions": wandb.Table(columns=["map", "level", "pearson", "se"], data=rows)})
+    elif p == "pid":
+        rows = [[k, src, result[src][k]["mean"], result[src][k]["se"]] for src in ("atoms", "atoms_oracle")
+                if src in result for k in result[src]]
+        run.log({"probe/pid": wandb.Table(columns=["quantity", "denoiser", "mean", "se"], data=rows)})
     else:
-        raise ValueError(f"unknown probe {p!r}; expected one of {PROBES}")
+        raise ValueError(f"unknown probe {p!r}; expected one of {tuple(ANALYSES)}")
     for name, file in result.get("figures", {}).items():
         run.log({f"probe/{name}": wandb.Image(str(out / file))})
     run.finish()
 
 
-__all__ = ["PROBES", "ProbeSettings", "compositional", "heatmap", "intervene", "localize", "read_coco_it",
-           "run_probe", "shipped_text_model"]
+__all__ = ["ANALYSES", "PROBES", "ProbeSettings", "compositional", "heatmap", "intervene", "localize", "pid",
+           "read_coco_it", "run_probe", "shipped_text_model"]

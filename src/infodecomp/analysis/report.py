@@ -29,7 +29,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from infodecomp.analysis.common import check_writable, load_run, partial_dir, write_atomically
+from infodecomp.analysis.common import (
+    AnalysisError,
+    check_writable,
+    load_run,
+    partial_dir,
+    write_atomically,
+)
 from infodecomp.evaluation import (
     SETTLE_EVALS,
     TOLERANCE_ABS,
@@ -58,6 +64,10 @@ class ReportSettings:
     sample_steps: int = 50
     seed: int = 0
     samples: bool = True
+    pid_variables: tuple[str, ...] = ()  # two conditioning variables: adds the PID step
+    pid_given: tuple[str, ...] | str = ()  # variables held fixed, or "rest"
+    pid_measure: str = "pointwise-min"
+    only: tuple[str, ...] = ()  # run only these steps (default: all)
 
     def key(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -85,6 +95,17 @@ def report_callbacks(s: ReportSettings) -> dict[str, Any]:
     if s.samples:
         steps["samples"] = SampleGridCallback(every_n_steps=0, n_rows=s.sample_rows, per_row=8, steps=s.sample_steps,
                                               seed=s.seed)
+    if s.pid_variables:
+        from infodecomp.lightning.callbacks import PIDCallback
+
+        steps["pid"] = PIDCallback(every_n_steps=0, n_eval=s.n_eval, n_draws=s.n_draws, seed=s.seed,
+                                   variables=list(s.pid_variables), given=s.pid_given, measure=s.pid_measure,
+                                   n_images=s.n_images)
+    if s.only:
+        unknown = [n for n in s.only if n not in steps]
+        if unknown:
+            raise AnalysisError(f"unknown report steps {unknown}; expected some of {list(steps)}")
+        steps = {n: cb for n, cb in steps.items() if n in s.only}
     return steps
 
 
@@ -96,14 +117,22 @@ def _is_rank_zero() -> bool:
 def make_report(
     path: str | Path, out: str | Path | None = None, *, config: str | Path | None = None, overwrite: bool = False,
     settings: ReportSettings | None = None, progress: bool = True, wandb: bool = False, accelerator: str = "auto",
-    devices: int = 1,
+    devices: int = 1, name: str = "report",
 ) -> Path | None:
-    """Analyse a run and write its report directory; returns the directory (``None`` on the
-    other processes of a multi-device run)."""
+    """Analyse a run and write its report directory (default ``<run>/<name>``); returns the
+    directory (``None`` on the other processes of a multi-device run)."""
     s = settings or ReportSettings()
     module, dm, ckpt, cfg_path = load_run(path, config)
+    if s.pid_variables:  # the PID step's variables, checked before anything runs
+        spec = list(module.condition_spec)
+        given = [] if s.pid_given == "rest" else list(s.pid_given)
+        unknown = [v for v in (*s.pid_variables, *given) if v not in spec]
+        if unknown or len(set(s.pid_variables)) != 2:
+            raise AnalysisError(f"PID needs two different variables among the model's conditions {spec}; "
+                                f"got {list(s.pid_variables)}" + (f" given {given}" if given else "")
+                                + (f" ({unknown} not among them)" if unknown else ""))
     run = cfg_path.parent
-    out = Path(out) if out is not None else run / "report"
+    out = Path(out) if out is not None else run / name
     if not _is_rank_zero():  # another process of a multi-device report: compute, write nothing
         _validate(module, dm, report_callbacks(s), s, None, progress=False, wandb=False, accelerator=accelerator,
                   devices=devices)
@@ -237,6 +266,39 @@ def _history_figure(hist: Mapping[str, tuple[list[int], list[float]]], dm: Any, 
     return path.name
 
 
+def render_pid(p: Mapping[str, Any]) -> list[str]:
+    """The PID section of a report (:class:`~infodecomp.lightning.callbacks.PIDCallback`'s result)."""
+    v1, v2 = p["variables"]
+    given = f" \\| {', '.join(p['given'])}" if p["given"] else ""
+    names = {"i1": f"I(x; {v1}{given})", "i2": f"I(x; {v2}{given})", "i12": f"I(x; {v1}, {v2}{given})",
+             "redundancy": "R (redundancy)", "unique1": f"U1 (unique to {v1})", "unique2": f"U2 (unique to {v2})",
+             "synergy": "S (synergy)"}
+    lines = [f"## Partial information decomposition of {v1} and {v2} (nats, measure `{p['measure']}`)", "",
+             "| quantity | estimate ± SE | exact oracle, same draws | model − oracle (paired) | closed form |",
+             "|---|---|---|---|---|"]
+    for row in p["rows"]:
+        orc = f"{row['oracle']:.4f}" if row.get("oracle") is not None else "—"
+        diff = f"{row['minus_oracle']:+.4f} ± {row['minus_oracle_se']:.4f}" if row.get("minus_oracle") is not None else "—"
+        exact = f"{row['truth']:.4f}" if row.get("truth") is not None else "—"
+        lines.append(f"| {names[row['quantity']]} | {row['estimate']:.4f} ± {row['se']:.4f} | {orc} | {diff} | {exact} |")
+    lines.append("")
+    if p.get("mass_in_objects"):
+        objects = sorted({k for per in p["mass_in_objects"].values() for k in per})
+        lines += ["| atom | " + " | ".join(f"map share in object {k}" for k in objects) + " |",
+                  "|---|" + "---|" * len(objects)]
+        oracle = p.get("oracle_mass_in_objects") or {}
+        for atom, per in p["mass_in_objects"].items():
+            cells = [f"{100 * per[k][0]:.1f}% ± {100 * per[k][1]:.1f}"
+                     + (f" (oracle {100 * oracle[atom][k][0]:.1f}%)" if atom in oracle else "") for k in objects]
+            lines.append(f"| {atom} | " + " | ".join(cells) + " |")
+        lines += ["", "A share is the atom's positive map mass inside the object; an atom that is zero has "
+                  "no meaningful share.", ""]
+    lines += [f"{p['n_eval']} items, {p['n_draws']} draws each, {p['nfe']} denoiser calls per item (four "
+              "conditions per draw, one forward). R + U1 = I1, R + U2 = I2 and R + U1 + U2 + S = I12 hold per "
+              "draw and per pixel; S can be negative and is shown as it comes.", ""]
+    return lines
+
+
 def render_markdown(r: Mapping[str, Any]) -> str:
     """A report a person can read, with the figures embedded."""
     figs = r.get("figures", {})
@@ -288,6 +350,8 @@ def render_markdown(r: Mapping[str, Any]) -> str:
                           "maps keep part of their mass outside the mask. Compare the model with the oracle column.",
                           ""]
         lines += image(f"val/heatmap/{h['kind']}", "heatmaps")
+    if r.get("pid"):
+        lines += render_pid(r["pid"]) + image("val/pid_maps", "PID maps")
     if "history" in figs:
         lines += ["## MI during training (dashed: exact)", "", f"![history]({figs['history']})", ""]
     if r.get("mmse"):

@@ -8,8 +8,11 @@ from infodecomp.estimators.information import (
 )
 from infodecomp.estimators.likelihood import nll
 from infodecomp.estimators.mmse import mmse_curve, mmse_curves
+from infodecomp.estimators.pid import PID_MEASURES, PIDResult, partial_information
 
 __all__ = [
+    "PID_MEASURES",
+    "PIDResult",
     "REDUCTIONS",
     "Term",
     "conditional_mutual_information",
@@ -20,4 +23,5 @@ __all__ = [
     "mmse_curves",
     "mutual_information",
     "nll",
+    "partial_information",
 ]

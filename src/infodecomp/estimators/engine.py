@@ -13,6 +13,10 @@ Integrands (per coordinate, before the 1/2 and the importance weight):
 * ``"nll"``         ``(eps - eps_hat[cond])^2 - (eps - s z)^2``                   (-log p)
 * ``"standard"``    ``(eps - eps_hat[ref])^2 - (eps - eps_hat[cond])^2``          (i_s)
 * ``"orthogonal"``  ``(eps_hat[cond] - eps_hat[ref])^2``                          (i_o >= 0)
+* ``"redundancy"``  ``min((eps_hat[cond] - eps_hat[ref])^2, (eps_hat[second] - eps_hat[ref])^2)``
+  per coordinate and draw (the pointwise-minimum redundancy of :mod:`~infodecomp.estimators.pid`)
+* ``"sum"``         ``sum_k c_k * integrand(part_k)``, a linear combination of other terms taken
+  draw by draw, so its standard error is that of the combination (paired), not a bound
 
 The likelihood integrand uses the standard normal as a control variate: ``s z`` is the
 optimal noise prediction for ``x ~ N(0, I)``, whose pointwise integral is known
@@ -45,8 +49,8 @@ from infodecomp.interface import Cond, Curve, Denoiser, Estimate, SupportsCondit
 
 Reduction = Literal["mean", "sample", "pixel", "coordinate"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sample", "pixel", "coordinate")
-TermKind = Literal["error", "nll", "standard", "orthogonal"]
-TERM_KINDS: tuple[str, ...] = ("error", "nll", "standard", "orthogonal")
+TermKind = Literal["error", "nll", "standard", "orthogonal", "redundancy", "sum"]
+TERM_KINDS: tuple[str, ...] = ("error", "nll", "standard", "orthogonal", "redundancy", "sum")
 
 
 @dataclass(frozen=True)
@@ -54,27 +58,52 @@ class Term:
     """One integrand over named conditions (see the module docstring for the formulas).
 
     Attributes:
-        kind: ``"error"``, ``"nll"``, ``"standard"`` or ``"orthogonal"``.
-        cond: name of the condition being scored.
-        ref: name of the reference condition (``"standard"`` and ``"orthogonal"`` only).
+        kind: ``"error"``, ``"nll"``, ``"standard"``, ``"orthogonal"``, ``"redundancy"`` or ``"sum"``.
+        cond: name of the condition being scored (unused by ``"sum"``).
+        ref: name of the reference condition (``"standard"``, ``"orthogonal"``, ``"redundancy"``).
+        second: the other scored condition of a ``"redundancy"`` term.
+        parts: ``((term, coefficient), ...)`` of a ``"sum"`` term.
     """
 
     kind: TermKind
-    cond: str
+    cond: str = ""
     ref: str | None = None
+    second: str | None = None
+    parts: tuple[tuple[Term, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in TERM_KINDS:
             raise ValueError(f"Term kind must be one of {TERM_KINDS}, got {self.kind!r}")
-        needs_ref = self.kind in ("standard", "orthogonal")
+        if self.kind == "sum":
+            if not self.parts or not all(isinstance(t, Term) and t.kind != "nll" for t, _ in self.parts):
+                raise ValueError("a 'sum' term needs parts=((Term, coefficient), ...) of terms other than 'nll'")
+            return
+        if self.parts:
+            raise ValueError(f"only a 'sum' term has parts, got a {self.kind!r} term with parts")
+        if not self.cond:
+            raise ValueError(f"a {self.kind!r} term scores a condition: give cond")
+        needs_ref = self.kind in ("standard", "orthogonal", "redundancy")
         if needs_ref and self.ref is None:
             raise ValueError(f"a {self.kind!r} term compares two conditions: give ref")
         if not needs_ref and self.ref is not None:
             raise ValueError(f"a {self.kind!r} term takes one condition, got ref={self.ref!r}")
+        if (self.kind == "redundancy") != (self.second is not None):
+            raise ValueError("a 'redundancy' term, and only it, takes a second scored condition (second=...)")
 
     @property
     def names(self) -> tuple[str, ...]:
-        return (self.cond,) if self.ref is None else (self.cond, self.ref)
+        if self.kind == "sum":
+            return tuple(dict.fromkeys(n for t, _ in self.parts for n in t.names))
+        return tuple(n for n in (self.cond, self.second, self.ref) if n is not None)
+
+    @property
+    def contrasts(self) -> tuple[tuple[str, str], ...]:
+        """The ``(scored, reference)`` pairs this term compares (checked for empty contrasts)."""
+        if self.kind == "sum":
+            return tuple(dict.fromkeys(p for t, _ in self.parts for p in t.contrasts))
+        if self.ref is None:
+            return ()
+        return tuple((c, self.ref) for c in (self.cond, self.second) if c is not None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,8 +139,8 @@ def _check_terms(terms: Mapping[str, Term], conditions: Mapping[str, Cond]) -> l
                 )
             if cname not in needed:
                 needed.append(cname)
-        if term.ref is not None:
-            _check_contrast(term, conditions)
+        for cond, ref in term.contrasts:
+            _check_contrast(term, cond, ref, conditions)
     return needed
 
 
@@ -120,18 +149,18 @@ def _is_empty_mapping(cond: Cond) -> bool:
     return isinstance(cond, Mapping) and all(_is_empty_mapping(v) for v in cond.values())
 
 
-def _check_contrast(term: Term, conditions: Mapping[str, Cond]) -> None:
+def _check_contrast(term: Term, cname: str, rname: str, conditions: Mapping[str, Cond]) -> None:
     """Reject contrasts that are 0 by construction: the scored condition carries no variable."""
-    cond, ref = conditions[term.cond], conditions[term.ref]
+    cond, ref = conditions[cname], conditions[rname]
     if _is_empty_mapping(cond):
         raise ValueError(
-            f"condition {term.cond!r} is an empty mapping, expected at least one conditioning "
-            f"variable such as {{'y': y}} (the unconditional model is None, as the reference {term.ref!r})"
+            f"condition {cname!r} is an empty mapping, expected at least one conditioning "
+            f"variable such as {{'y': y}} (the unconditional model is None, as the reference {rname!r})"
         )
     if cond is None and (ref is None or _is_empty_mapping(ref)):
         raise ValueError(
-            f"condition {term.cond!r} is None, expected at least one conditioning variable such as "
-            f"{{'y': y}} (the reference {term.ref!r} is null too, so the information is 0 by construction)"
+            f"condition {cname!r} is None, expected at least one conditioning variable such as "
+            f"{{'y': y}} (the reference {rname!r} is null too, so the information is 0 by construction)"
         )
 
 
@@ -231,6 +260,15 @@ def _integrand(
         return (eps - eps_hat[term.ref]).square() - (eps - eps_hat[term.cond]).square()
     if term.kind == "orthogonal":
         return (eps_hat[term.cond] - eps_hat[term.ref]).square()
+    if term.kind == "redundancy":
+        ref = eps_hat[term.ref]
+        return torch.minimum((eps_hat[term.cond] - ref).square(), (eps_hat[term.second] - ref).square())
+    if term.kind == "sum":
+        total = None
+        for part, coef in term.parts:
+            v = coef * _integrand(part, eps, eps_hat, logsnr, z)
+            total = v if total is None else total + v
+        return total
     raise ValueError(f"unknown term kind {term.kind!r}")
 
 

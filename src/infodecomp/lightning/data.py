@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from infodecomp.diffusion.sampling import derive_seed
 from infodecomp.interface import Denoiser
-from infodecomp.tasks.images import DigitsWorld, ShapesWorld, TwoObjectShapesWorld
+from infodecomp.tasks.images import DigitsWorld, PIDWorld, ShapesWorld, TwoObjectShapesWorld
 from infodecomp.tasks.vector import ConditionalTask, get_task
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ class TensorDataModule(_BaseDataModule):
 class _WorldDataModule(_BaseDataModule):
     """Training data drawn from an exactly known image world (a Gaussian mixture)."""
 
-    world: ShapesWorld | TwoObjectShapesWorld | DigitsWorld
+    world: ShapesWorld | TwoObjectShapesWorld | DigitsWorld | PIDWorld
     text: bool = False
 
     def __init__(self, n_train: int, n_val: int, batch_size: int, num_workers: int, seed: int,
@@ -343,6 +343,22 @@ class ShapesDataModule(_WorldDataModule):
             self.world = TwoObjectShapesWorld(size=size, shapes=shapes, colours=colours, sigma=sigma)
         else:
             self.world = ShapesWorld(size=size, shapes=shapes, colours=colours, grid=grid, sizes=sizes, sigma=sigma)
+
+
+class PIDWorldDataModule(_WorldDataModule):
+    """A world whose partial information decomposition is known (:class:`~infodecomp.tasks.images.PIDWorld`):
+    two binary labels ``y1``, ``y2`` that are redundant, unique, synergistic or a two-bit copy.
+
+    Args:
+        kind: ``"redundant"``, ``"unique"``, ``"synergy"`` or ``"copy"``.
+        size, sigma: image side and pixel noise of the world.
+    """
+
+    def __init__(self, kind: str = "synergy", size: int = 16, sigma: float = 0.1, n_train: int = 20000,
+                 n_val: int = 512, batch_size: int = 32, num_workers: int = 0, seed: int = 0,
+                 truth_samples: int = 20000) -> None:
+        super().__init__(n_train, n_val, batch_size, num_workers, seed, truth_samples)
+        self.world = PIDWorld(kind=kind, size=size, sigma=sigma)
 
 
 class DigitsDataModule(_WorldDataModule):

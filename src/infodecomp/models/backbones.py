@@ -268,6 +268,10 @@ class LabelledUNet(Backbone):
             embedding channel, a function of log-SNR (see :class:`SNRGate`).
         gate_fade: give the gate a learned decreasing envelope, at half height at this log-SNR
             to start with (see :class:`SNRGate`); ``None`` for none.
+        joint_embedding: also learn one vector per combination of attribute values (each value
+            or "not given"), added to the sum and zero at the start (the mean of the attribute
+            gates scales it). A sum of per-attribute embeddings makes combinations hard to learn:
+            a colour set by the XOR of two labels was not learned at all in 1000 steps without it.
     """
 
     def __init__(
@@ -282,6 +286,7 @@ class LabelledUNet(Backbone):
         coordinates: bool = True,
         snr_gate: bool = False,
         gate_fade: float | None = None,
+        joint_embedding: bool = False,
     ) -> None:
         super().__init__()
         from diffusers import UNet2DModel
@@ -291,7 +296,7 @@ class LabelledUNet(Backbone):
         self.init_args = {"image_size": image_size, "channels": channels, "attributes": attributes,
                           "block_out_channels": list(block_out_channels), "layers_per_block": layers_per_block,
                           "attention": attention, "norm_num_groups": norm_num_groups, "coordinates": coordinates,
-                          "snr_gate": snr_gate, "gate_fade": gate_fade}
+                          "snr_gate": snr_gate, "gate_fade": gate_fade, "joint_embedding": joint_embedding}
         self.input_shape = (channels, image_size, image_size)
         self.condition_spec = {k: ("label", n) for k, n in attributes.items()}
         self.coordinates = coordinates
@@ -307,16 +312,30 @@ class LabelledUNet(Backbone):
         for table in self.labels.values():
             nn.init.normal_(table.weight, std=0.02)
         self.gate = SNRGate(len(self.labels), temb, fade=gate_fade) if snr_gate and attributes else None
+        self.joint = None
+        if joint_embedding and len(attributes) > 1:
+            combos = math.prod(n + 1 for n in attributes.values())
+            if combos > 65_536:
+                raise ValueError(f"joint_embedding needs one vector per combination of attribute values; these "
+                                 f"attributes have {combos} (at most 65536)")
+            self.joint = nn.Embedding(combos, temb)
+            nn.init.zeros_(self.joint.weight)
 
     def forward(self, z: Tensor, logsnr: Tensor, cond: Mapping[str, Tensor]) -> Tensor:
         class_emb = None
         gates = self.gate(logsnr) if self.gate is not None else None
+        combo = None
         for i, (name, table) in enumerate(self.labels.items()):
             lab = cond[name]
-            e = table(torch.where(lab < 0, torch.full_like(lab, table.num_embeddings - 1), lab))
+            idx = torch.where(lab < 0, torch.full_like(lab, table.num_embeddings - 1), lab)
+            combo = idx if combo is None else combo * table.num_embeddings + idx
+            e = table(idx)
             if gates is not None:
                 e = e * gates[:, i].to(e.dtype)
             class_emb = e if class_emb is None else class_emb + e
+        if self.joint is not None:
+            j = self.joint(combo)
+            class_emb = class_emb + (j * gates.mean(dim=1).to(j.dtype) if gates is not None else j)
         t = logsnr_to_time(logsnr).to(z.dtype)
         inp = torch.cat([z, coordinate_channels(z)], dim=1) if self.coordinates else z
         return self.unet(inp, t, class_labels=class_emb).sample

@@ -25,6 +25,7 @@ from infodecomp.probes.localization import (
     localization,
     normalise,
 )
+from infodecomp.probes.pid import WordPID, word_pid
 from infodecomp.probes.text import (
     TextModel,
     as_text_denoiser,
@@ -36,8 +37,8 @@ from infodecomp.probes.words import WordMaps, word_by_word_cmi, word_heatmaps
 
 __all__ = [
     "ARO_SETS", "AROItem", "CompositionalResult", "Edit", "InterventionResult", "LocalizationResult", "TextModel",
-    "WordMaps", "as_text_denoiser", "calibrate_threshold", "calibration_split", "caption_words", "change_correlations", "combine", "compositional_accuracy",
+    "WordMaps", "WordPID", "as_text_denoiser", "calibrate_threshold", "calibration_split", "caption_words", "change_correlations", "combine", "compositional_accuracy",
     "intervene", "load_aro", "localization", "multiple_choice_accuracy", "normalise", "record_cross_attention",
     "score_captions", "shapes_perturbations", "without_word", "word_attention_maps", "word_by_word_cmi",
-    "word_heatmaps", "word_positions",
+    "word_heatmaps", "word_pid", "word_positions",
 ]

@@ -56,6 +56,9 @@ class ProbeSettings:
         calibration: share of images that calibrate localization thresholds.
         steps: DDIM steps of inversion and of each regeneration.
         edit: ``"omit"`` a word or ``"swap"`` a colour (interventions on a captioned world).
+        words, given, measure: the word pair of the PID probe (names or positions, negative from
+            the end), what is given (``"rest"`` of the caption or ``"none"``) and the redundancy
+            measure (:mod:`infodecomp.probes.pid`).
         n_boot: bootstrap resamples for correlation standard errors.
         max_batch: most rows per denoiser forward.
         progress: show progress bars.
@@ -68,6 +71,9 @@ class ProbeSettings:
     calibration: float = 0.25
     steps: int = 50
     edit: str = "omit"
+    words: tuple[str | int, ...] = ()
+    given: str = "rest"
+    measure: str = "pointwise-min"
     n_boot: int = 1000
     max_batch: int = 2048
     progress: bool = True
@@ -202,6 +208,72 @@ def probe_heatmap(model: TextDenoiser, scenes: Scenes, s: ProbeSettings, *,
                for kind in KINDS}
     values["examples"] = {key: v[:k] if isinstance(v, list) else v for key, v in wm.to_dict().items()}
     return ProbeResult(values, figures, {kind: wm.maps(kind).cpu() for kind in KINDS})
+
+
+# ---- partial information decomposition of two words ----------------------------------------------
+
+def _pid_values(totals: dict[str, Tensor]) -> dict[str, dict[str, float]]:
+    return {k: dict(zip(("mean", "se"), mean_se(v.cpu()), strict=True)) for k, v in totals.items()}
+
+
+def probe_pid(model: TextDenoiser, scenes: Scenes, s: ProbeSettings) -> ProbeResult:
+    """Redundant, unique and synergistic information of two words of each caption (``s.words``),
+    image level (mean and SE over scenes) and per pixel; beside the exact denoiser's atoms on
+    the same draws, and the share of each atom's map inside each word's object, where the
+    scenes' world has them."""
+    from infodecomp.plotting import plot_info_heatmaps
+    from infodecomp.probes.pid import word_pid
+
+    if len(s.words) != 2:
+        raise ValueError(f"the PID probe needs two words (--words W1 W2, names or positions), got {list(s.words)}")
+    lat = encode_images(model, scenes.x)
+    wp = word_pid(model, lat, scenes.captions, s.words, given=s.given, measure=s.measure, n_draws=s.n_draws,
+                  seed=s.seed, sample_ids=scenes.ids, max_batch=s.max_batch, progress=s.progress)
+    size = tuple(scenes.x.shape[-2:])
+    labels = {"redundancy": "R", "unique1": "U1", "unique2": "U2", "synergy": "S"}
+    maps = {labels[a]: model.to_image_resolution(e.value.cpu(), size) for a, e in wp.result.atoms.items()}
+    totals = wp.totals()
+    values: dict[str, Any] = {"words": list(s.words), "given": s.given, "measure": s.measure,
+                              "weaker": wp.result.weaker, "nfe_per_image": wp.result.nfe,
+                              "atoms": _pid_values(totals),
+                              "examples": [{"caption": c, "pair": list(p), **{k: float(v[i]) for k, v in totals.items()}}
+                                           for i, (c, p) in enumerate(zip(wp.captions, wp.pairs, strict=True))
+                                           if i < s.n_figure]}
+    oracle_maps = None
+    masks = None
+    if scenes.masks is not None and isinstance(scenes.world, CaptionedWorld):
+        obj, has = word_masks(scenes.world, wp.captions, scenes.masks, [list(p) for p in wp.positions])
+        masks = obj.any(dim=1)
+        share: dict[str, dict[str, Any]] = {}
+        for a, label in labels.items():
+            m = maps[label].clamp_min(0)
+            total = m.flatten(1).sum(1)
+            for k, word in enumerate(("word 1", "word 2")):
+                inside = (m * obj[:, k]).flatten(1).sum(1) / total.clamp_min(1e-12)
+                ok = has[:, k] & (total > 1e-12)
+                share.setdefault(a, {})[word] = dict(zip(("mean", "se"), mean_se(inside[ok]), strict=True)) | {
+                    "n": int(ok.sum())}
+        values["mass_in_word_objects"] = share
+        if s.given == "rest":
+            try:  # the exact denoiser's atoms on the same draws
+                from infodecomp.probes.oracle import shapes_text_oracle
+
+                exact = word_pid(shapes_text_oracle(scenes.world, model.max_words), scenes.x.double(),
+                                 scenes.captions, [list(p) for p in wp.positions], given=s.given, measure=s.measure,
+                                 n_draws=s.n_draws, seed=s.seed, sample_ids=scenes.ids)
+                ex = exact.totals()
+                values["atoms_oracle"] = _pid_values(ex)
+                values["atoms_minus_oracle"] = _pid_values({k: totals[k].cpu() - ex[k].to(totals[k]) for k in ex})
+                oracle_maps = {labels[a]: e.value.cpu().float() for a, e in exact.result.atoms.items()}
+            except (ValueError, AttributeError) as err:
+                values["oracle_note"] = f"no exact reference: {err}"
+    k = min(s.n_figure, scenes.x.shape[0])
+    fig = plot_info_heatmaps(scenes.x[:k].cpu(), {n: m[:k] for n, m in maps.items()},
+                             oracle_maps={n: m[:k] for n, m in oracle_maps.items()} if oracle_maps else None,
+                             masks=masks[:k] if masks is not None else None,
+                             titles=[f"{c} [{p[0]} | {p[1]}]" for c, p in zip(wp.captions[:k], wp.pairs[:k], strict=True)],
+                             shared_scale=True)
+    return ProbeResult(values, {"pid_maps": fig}, {a: e.value.cpu() for a, e in wp.result.atoms.items()})
 
 
 # ---- compositional -------------------------------------------------------------------------------

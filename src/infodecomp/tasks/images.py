@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -307,6 +307,101 @@ class TwoObjectShapesWorld(_MixtureWorld):
                 if obj is not None:
                     out[b, k], known[b, k] = masks[b, obj], True
         return out, known
+
+
+PID_WORLDS: tuple[str, ...] = ("redundant", "unique", "synergy", "copy")
+PID_COLOURS: tuple[str, str] = ("red", "blue")
+
+
+class PIDWorld(_MixtureWorld):
+    """Two fair binary labels ``y1``, ``y2`` drawn by one or two coloured squares: the partial
+    information decomposition of ``I(x; y1, y2)`` is known for every world.
+
+    ``kind``:
+
+    * ``"redundant"``: ``y2 = y1``, which sets the colour of one square (the same attribute named
+      twice): pure redundancy, ``R = I(x; y1)``.
+    * ``"unique"``: ``y1`` sets the colour; ``y2`` is independent and never drawn: pure unique
+      information, ``U1 = I(x; y1)``.
+    * ``"synergy"``: the colour is ``y1 XOR y2``, so neither label alone says anything: pure
+      synergy, ``S = I(x; y1, y2)``.
+    * ``"copy"``: ``y1`` colours a square on the left, ``y2`` one on the right (the two-bit copy,
+      like two object words): measures disagree here (:mod:`infodecomp.estimators.pid`).
+
+    The first three are the cases where every PID measure agrees. Colours are red (0) and blue
+    (1); masks are ``(n_objects, H, W)``: one square, or the left and right ones for ``"copy"``.
+    """
+
+    def __init__(self, kind: str = "synergy", size: int = 16, sigma: float = 0.1) -> None:
+        if kind not in PID_WORLDS:
+            raise ValueError(f"kind must be one of {PID_WORLDS}, got {kind!r}")
+        _check_world_args(size, ("square",), PID_COLOURS, sigma)
+        self.kind, self.size, self.sigma = kind, size, float(sigma)
+        self.attributes = {"y1": ["0", "1"], "y2": ["0", "1"]}
+        half, quarter = size / 2, size / 4
+        if kind == "copy":
+            squares = [shape_mask("square", size, (half, quarter), 0.3 * half),
+                       shape_mask("square", size, (half, 3 * quarter), 0.3 * half)]
+        else:
+            squares = [shape_mask("square", size, (half, half), 0.3 * size)]
+        rgb = [torch.tensor(COLOURS[c], dtype=torch.float64) for c in PID_COLOURS]
+        pairs = [(b, b) for b in (0, 1)] if kind == "redundant" else list(itertools.product((0, 1), (0, 1)))
+        means, labels, captions = [], {"y1": [], "y2": []}, []
+        for y1, y2 in pairs:
+            drawn = {"redundant": [y1], "unique": [y1], "synergy": [y1 ^ y2], "copy": [y1, y2]}[kind]
+            img = torch.full((3, size, size), -1.0, dtype=torch.float64)
+            for mask, bit in zip(squares, drawn, strict=True):
+                img[:, mask] = rgb[bit][:, None]
+            means.append(img)
+            labels["y1"].append(y1)
+            labels["y2"].append(y2)
+            captions.append(f"y1 {y1} y2 {y2}")
+        self.means = torch.stack(means)
+        self.masks = torch.stack(squares)[None].expand(len(pairs), -1, -1, -1).clone()
+        self.component_labels = {k: torch.tensor(v) for k, v in labels.items()}
+        self.captions = captions
+
+    def joint_information(self, *, n: int = 20000, seed: int = 0) -> Estimate:
+        """Exact ``I(x; y1, y2) = I(x; y1) + I(x; y2 | y1)`` (chain rule, common draws)."""
+        a = self.mutual_information("y1", n=n, seed=seed)
+        b = self.mutual_information("y2", given=("y1",), n=n, seed=seed)
+        return replace(a, value=a.value + b.value, se=(a.se.square() + b.se.square()).sqrt(),
+                       info={**a.info, "method": "chain rule over exact posteriors"})
+
+    def exact_pid(self, measure: str = "pointwise-min", *, n: int = 20000, seed: int = 0) -> dict[str, float]:
+        """The closed-form atoms of this world under ``measure``, from exact informations.
+
+        Every measure: ``"redundant"`` has ``R = I1``; ``"unique"`` ``U1 = I1``; ``"synergy"``
+        ``S = I12``; the other atoms are 0. The two-bit copy: ``"pointwise-min"`` gives ``R = 0``
+        (an exact ``d_1`` vanishes off the left square, ``d_2`` off the right one), so ``U1 = I1``,
+        ``U2 = I2``, ``S = I12 - I1 - I2`` (0: independent labels in separate places);
+        ``"mmi"`` gives ``R = min(I1, I2)``, ``S = I12 - max(I1, I2)``.
+        """
+        from infodecomp.estimators.pid import PID_MEASURES
+
+        if measure not in PID_MEASURES:
+            raise ValueError(f"measure must be one of {PID_MEASURES}, got {measure!r}")
+        i1 = self.mutual_information("y1", n=n, seed=seed).item()
+        i2 = self.mutual_information("y2", n=n, seed=seed).item()
+        i12 = self.joint_information(n=n, seed=seed).item()
+        if self.kind == "copy" and measure == "pointwise-min":
+            r = 0.0
+        elif self.kind == "redundant":
+            r = i1
+        else:  # unique, synergy (I2 = 0 or I1 = I2 = 0) and the copy under mmi
+            r = min(i1, i2)
+        atoms = {"redundancy": r, "unique1": i1 - r, "unique2": i2 - r, "synergy": i12 - i1 - i2 + r}
+        if self.kind != "copy":  # the agreed answer: exact zeros where every measure puts none
+            keep = {"redundant": "redundancy", "unique": "unique1", "synergy": "synergy"}[self.kind]
+            atoms = {k: (v if k == keep else 0.0) for k, v in atoms.items()}
+        return {**atoms, "i1": i1, "i2": i2, "i12": i12}
+
+    def atom_masks(self) -> dict[str, int | None]:
+        """Which object mask (index into ``masks``) each non-zero atom of ``"pointwise-min"`` should
+        fill: the square every atom lives in, or for the copy the left (``U1``) and right (``U2``)."""
+        if self.kind == "copy":
+            return {"unique1": 0, "unique2": 1}
+        return {{"redundant": "redundancy", "unique": "unique1", "synergy": "synergy"}[self.kind]: 0}
 
 
 class DigitsWorld(_MixtureWorld):

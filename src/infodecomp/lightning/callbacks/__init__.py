@@ -5,6 +5,7 @@ from infodecomp.lightning.callbacks.heatmap import InfoHeatmapCallback
 from infodecomp.lightning.callbacks.likelihood import LikelihoodCallback
 from infodecomp.lightning.callbacks.mmse import MMSECurveCallback
 from infodecomp.lightning.callbacks.mutual_information import MutualInformationCallback
+from infodecomp.lightning.callbacks.pid import PIDCallback
 from infodecomp.lightning.callbacks.probes import TextProbeCallback
 from infodecomp.lightning.callbacks.samples import SampleGridCallback
 
@@ -14,6 +15,7 @@ __all__ = [
     "LikelihoodCallback",
     "MMSECurveCallback",
     "MutualInformationCallback",
+    "PIDCallback",
     "SampleGridCallback",
     "TextProbeCallback",
 ]
