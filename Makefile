@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/estimators.py --json outputs/benchmarks/estimators.json
 	$(PY) benchmarks/baselines.py --json outputs/benchmarks/baselines.json
 	$(PY) benchmarks/training.py --json outputs/benchmarks/training.json
+	$(PY) benchmarks/pid.py --json outputs/benchmarks/pid.json
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks

@@ -41,7 +41,10 @@ def within(error: float, truth: float) -> bool:
 
 def read(report_dir: Path) -> dict:
     report = json.loads((report_dir / "report.json").read_text())
-    config = yaml.safe_load(Path(report["config"]).read_text())
+    config_path = Path(report["config"])
+    if not config_path.is_file():  # recorded relative to where analyze.py ran: the run holds it
+        config_path = report_dir.parent / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
     kind = config["data"]["init_args"]["kind"]
     rows = {r["quantity"]: r for r in report["pid"]["rows"]}
     return {"kind": kind, "report": str(report_dir), "checkpoint": report["checkpoint"],
