@@ -34,7 +34,8 @@ def _close(est, exact: float, i12: float) -> bool:
 
 @pytest.mark.parametrize(("kind", "measure"), [("redundant", "pointwise-min"), ("unique", "pointwise-min"),
                                                ("synergy", "pointwise-min"), ("copy", "pointwise-min"),
-                                               ("redundant", "mmi"), ("synergy", "mmi"), ("copy", "mmi")])
+                                               ("redundant", "mmi"), ("unique", "mmi"), ("synergy", "mmi"),
+                                               ("copy", "mmi")])
 def test_exact_oracle_atoms_match_the_closed_form(kind: str, measure: str) -> None:
     world = PIDWorld(kind)
     b, conds = _conditions(world)
