@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from infodecomp.evaluation import mass_in_mask
 from infodecomp.interface import CaptionedWorld, TextDenoiser
 from infodecomp.plotting import close, plot_word_maps
 from infodecomp.probes.aro import load_aro
@@ -249,7 +250,7 @@ def probe_pid(model: TextDenoiser, scenes: Scenes, s: ProbeSettings) -> ProbeRes
             m = maps[label].clamp_min(0)
             total = m.flatten(1).sum(1)
             for k, word in enumerate(("word 1", "word 2")):
-                inside = (m * obj[:, k]).flatten(1).sum(1) / total.clamp_min(1e-12)
+                inside = mass_in_mask(m, obj[:, k])
                 ok = has[:, k] & (total > 1e-12)
                 share.setdefault(a, {})[word] = dict(zip(("mean", "se"), mean_se(inside[ok]), strict=True)) | {
                     "n": int(ok.sum())}
