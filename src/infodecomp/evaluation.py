@@ -20,6 +20,7 @@ from torch.utils.data import default_collate
 from infodecomp.diffusion.channel import gaussian_mmse
 from infodecomp.diffusion.ddim import ddim_generate
 from infodecomp.estimators import Term, evaluate_curve, integrate, mmse_curves, nll
+from infodecomp.estimators.information import mass_in_mask  # noqa: F401  (re-exported: maps' share in a mask)
 from infodecomp.estimators.pid import PIDResult, assemble, pid_terms
 from infodecomp.interface import Denoiser, Estimate
 
@@ -363,12 +364,6 @@ def _add_gaps(rows: list[InfoRow], per_sample: Mapping[str, Tensor], first: str)
         standard, orthogonal = values(row, "standard"), values(row, "orthogonal")
         if standard is not None and orthogonal is not None and standard.shape[0] >= 2:
             row.gap, row.gap_se = consistency_gap(standard, orthogonal)
-
-
-def mass_in_mask(maps: Tensor, masks: Tensor) -> Tensor:
-    """Fraction of each map's total inside its mask: ``maps, masks: (B, H, W)`` -> ``(B,)``."""
-    total = maps.flatten(1).sum(1).clamp_min(1e-12)
-    return (maps * masks.to(maps.dtype)).flatten(1).sum(1) / total
 
 
 def covariance_spectrum(x: Tensor) -> Tensor:

@@ -129,3 +129,9 @@ def conditional_mutual_information(
         estimator=estimator, reduction=reduction, sampler=sampler, n_draws=n_draws, seed=seed,
         sample_ids=sample_ids, max_batch=max_batch, progress=progress,
     )["cmi"]
+
+
+def mass_in_mask(maps: Tensor, masks: Tensor) -> Tensor:
+    """Fraction of each map's total inside its mask: ``maps, masks: (B, H, W)`` -> ``(B,)``."""
+    total = maps.flatten(1).sum(1).clamp_min(1e-12)
+    return (maps * masks.to(maps.dtype)).flatten(1).sum(1) / total

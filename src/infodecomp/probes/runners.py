@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from infodecomp.evaluation import mass_in_mask
+from infodecomp.estimators.information import mass_in_mask
 from infodecomp.interface import CaptionedWorld, TextDenoiser
 from infodecomp.plotting import close, plot_word_maps
 from infodecomp.probes.aro import load_aro
