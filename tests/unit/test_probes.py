@@ -14,6 +14,7 @@ import warnings
 import pytest
 import torch
 
+from infodecomp.diffusion.channel import signal_noise_scales
 from infodecomp.interface import TextDenoiser
 from infodecomp.lightning import DiffusionModule
 from infodecomp.models import TextConditionedUNet
@@ -141,6 +142,8 @@ def test_in_repo_models_are_text_denoisers_with_identity_hooks(tiny: DiffusionMo
     with pytest.raises(ValueError, match="not at the image size"):
         model.to_image_resolution(x[:, 0], (32, 32))
     assert not isinstance(tiny, TextDenoiser)  # a DiffusionModule goes through the adapter
+    # the adapter carries the word dropout the model was trained with (for its exact reference)
+    assert model.word_dropout == tiny.hparams.word_dropout == 0.15 and oracle.word_dropout is None
 
 
 def test_a_label_model_is_refused() -> None:
@@ -212,6 +215,39 @@ def test_caption_labels(world: TwoObjectShapesWorld) -> None:
     dropped = caption_labels(world, "a circle left of a blue square")
     assert dropped["colour_1"] == -1 and dropped["shape_1"] == 0
     assert caption_labels(world, "")["relation"] == -1
+
+
+
+def test_word_dropout_oracle_is_the_training_distribution(world: TwoObjectShapesWorld, oracle: TextModel) -> None:
+    """The exact denoiser of a model trained with word dropout p: the same as the semantic
+    oracle for full captions, the empty prompt and a removed colour word; for "above" removed,
+    the prior mean of x is 1 : p between the "above" and the "left of" scene (the semantic
+    oracle: 1 : 1). At log-SNR -30 the prediction is the prior mean (z tells nothing)."""
+    p = 0.15
+    dropped = shapes_text_oracle(world, word_dropout=p)
+    assert dropped.word_dropout is None  # what it was trained with is a model's, not the oracle's
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(4, 3, 16, 16, generator=gen, dtype=torch.float64)
+    logsnr = torch.tensor([-3.0, -1.0, 0.0, 2.0], dtype=torch.float64)
+    for caption in ("a red circle left of a blue square", "", "a circle above a blue square", "a red circle of a square"):
+        prompts = [caption] * 4
+        assert torch.allclose(dropped(z, logsnr, dropped.encode(prompts)), oracle(z, logsnr, oracle.encode(prompts)),
+                              atol=1e-10), caption
+    low = torch.full((1,), -30.0, dtype=torch.float64)
+    a, s = signal_noise_scales(low)
+
+    def prior_mean(model: TextModel, caption: str) -> torch.Tensor:
+        return (z[:1] - s * model(z[:1], low, model.encode([caption]))) / a
+
+    above, left = prior_mean(oracle, "a red circle above a blue square"), prior_mean(oracle, "a red circle left of a blue square")
+    assert torch.allclose(prior_mean(dropped, "a red circle a blue square"), (above + p * left) / (1 + p), atol=1e-5)
+    assert torch.allclose(prior_mean(oracle, "a red circle a blue square"), (above + left) / 2, atol=1e-5)
+    with pytest.raises(ValueError, match="no caption of the world can leave"):
+        shapes_text_oracle(world, word_dropout=0.0)(z[:1], low, {"text": dropped.encode(["a red circle"])["text"]})
+    with pytest.raises(ValueError, match=r"word_dropout must be in \[0, 1\)"):
+        shapes_text_oracle(world, word_dropout=1.0)
+    with pytest.raises(ValueError, match="log_prior must be"):
+        world.oracle().denoise(z, logsnr, log_prior=torch.zeros(4, 3))
 
 
 # ---- localization --------------------------------------------------------------------------

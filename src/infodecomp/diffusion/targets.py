@@ -16,8 +16,9 @@ The stable target replaces ``x`` by a self-normalised posterior mean over a refe
 At high SNR the weights fall on the example itself and the target is the ordinary one; at low
 SNR it is close to the posterior mean, so the gradient noise falls with the reference size.
 The bias is O(1/R) (Xu et al., Theorem 1). For a conditional model a reference only counts if
-its conditions agree with what the example is given (see
-:func:`infodecomp.models.conditioning.condition_matches`).
+its conditions agree with what the example is given, weighted by how likely the training
+dropout was to leave the example's conditions from the reference's (see
+:func:`infodecomp.models.conditioning.condition_log_weights`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def stable_target(z: Tensor, logsnr: Tensor, refs: Tensor, match: Tensor | None 
         logsnr: ``(B,)`` their log-SNRs.
         refs: ``(R, *shape)`` clean references; each ``x_i`` must be among them (put the batch
             first), or the target at high SNR is not the example's own noise.
-        match: ``(B, R)`` bool, which references may stand in for example ``i`` (default all).
+        match: ``(B, R)``, which references may stand in for example ``i``: bool, or float
+            log-weights (``-inf``: none; see
+            :func:`~infodecomp.models.conditioning.condition_log_weights`). Default: all alike.
 
     Returns ``(B, *shape)``, in ``z``'s dtype.
     """
@@ -51,15 +54,17 @@ def stable_target(z: Tensor, logsnr: Tensor, refs: Tensor, match: Tensor | None 
         raise ValueError(f"references have shape {tuple(refs.shape[1:])}, the examples {tuple(z.shape[1:])}")
     if match is not None and match.shape != (z.shape[0], refs.shape[0]):
         raise ValueError(f"match must be {(z.shape[0], refs.shape[0])}, got {tuple(match.shape)}")
-    if match is not None and not match.any(1).all():
-        rows = torch.nonzero(~match.any(1)).flatten().tolist()
+    if match is not None and match.dtype == torch.bool:
+        match = torch.where(match, 0.0, float("-inf"))
+    if match is not None and not torch.isfinite(match).any(1).all():
+        rows = torch.nonzero(~torch.isfinite(match).any(1)).flatten().tolist()
         raise ValueError(f"examples {rows} match no reference; each must at least match itself")
     zf, rf = z.flatten(1).double(), refs.flatten(1).double()
     a, s = signal_noise_scales(logsnr.double())
     # -|z - a x_j|^2 / (2 s^2) up to a term constant in j
     logits = (a[:, None] * (zf @ rf.T) - 0.5 * a[:, None] ** 2 * rf.square().sum(1)[None, :]) / s[:, None] ** 2
     if match is not None:
-        logits = logits.masked_fill(~match, float("-inf"))
+        logits = logits + match.to(logits)
     x_target = torch.softmax(logits, dim=1) @ rf
     eps = (zf - a[:, None] * x_target) / s[:, None]
     return eps.reshape(z.shape).to(z.dtype)

@@ -29,7 +29,7 @@ from infodecomp.models.backbones import Backbone, build_backbone, describe
 from infodecomp.models.conditioning import (
     batch_conditions,
     complete_condition,
-    condition_matches,
+    condition_log_weights,
     drop_conditions,
 )
 
@@ -208,11 +208,13 @@ class DiffusionModule(pl.LightningModule):
     def _stable_target(self, x0: Tensor, z: Tensor, logsnr: Tensor, cond: Mapping[str, Tensor], full: Mapping[str, Tensor]) -> Tensor:
         refs, ref_cond = self._references.with_batch(x0, full)
         n = x0.shape[0]
-        match = condition_matches(cond, ref_cond, self.condition_spec, (n, refs.shape[0]), x0.device, self.backbone.pad_id)
-        # an example always stands for itself, also when word dropout left it a caption that no
-        # full caption equals (it then keeps its ordinary target)
-        match[torch.arange(n), torch.arange(n)] = True
-        return stable_target(z, logsnr, refs, match)
+        # a caption with words removed averages over the full captions it can come from (each
+        # example among them), weighted by how likely word dropout was to leave it
+        logw = condition_log_weights(
+            cond, ref_cond, self.condition_spec, (n, refs.shape[0]), x0.device, self.backbone.pad_id,
+            word_p=self.hparams.word_dropout, special_ids=self.backbone.special_ids,
+        )
+        return stable_target(z, logsnr, refs, logw)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         gen = self._generator("train", self.global_step, batch_idx, self.global_rank)

@@ -14,6 +14,7 @@ called with the same conditions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -121,18 +122,23 @@ def remove_tokens(ids: Tensor, remove: Tensor, pad_id: int) -> Tensor:
     return torch.where(positions < n_keep, shifted, torch.full_like(shifted, pad_id))
 
 
-def condition_matches(
+def condition_log_weights(
     cond: Mapping[str, Tensor], refs: Mapping[str, Tensor], spec: Mapping[str, tuple[Kind, int]],
-    shape: tuple[int, int], device: torch.device | str = "cpu", pad_id: int = 0,
+    shape: tuple[int, int], device: torch.device | str = "cpu", pad_id: int = 0, *,
+    word_p: float = 0.0, special_ids: Sequence[int] = (),
 ) -> Tensor:
-    """``shape = (B, R)`` bool: is reference ``j`` (with full conditions ``refs``) consistent with what
-    example ``i`` is given in ``cond`` (after dropout)?
+    """``shape = (B, R)`` float64: ``log P(example i is given cond_i | reference j's full
+    conditions refs_j)`` under :func:`drop_conditions`, up to a constant per example (``-inf``:
+    reference ``j`` cannot have produced what ``i`` is given).
 
-    A variable that ``i`` is not given matches every reference; a given one must be equal
-    (labels, vectors) or the same token sequence (text). So the matching references of ``i``
-    are samples of ``p(x | what i is given)``, which is what a stable target averages over.
+    A variable that ``i`` is not given weighs every reference alike; a given label or vector
+    must be equal. A given caption must be what word dropout can leave of the reference's
+    caption: its tokens a subsequence of the reference's, weighted by the number of ways to
+    delete the other words times ``word_p`` per deleted word (``word_p = 0``: the same token
+    sequence). So references weighted this way are importance samples of
+    ``p(x | what i is given)``, which is what a stable target averages over.
     """
-    match = torch.ones(shape, dtype=torch.bool, device=device)
+    logw = torch.zeros(shape, dtype=torch.float64, device=device)
     for name, (kind, _) in spec.items():
         value, ref = cond.get(name), refs.get(name)
         if value is None:
@@ -140,14 +146,59 @@ def condition_matches(
         if ref is None:
             raise ValueError(f"references carry no {name!r}, which the examples are given")
         if kind == "label":
-            given, same = value >= 0, value[:, None] == ref[None, :]
+            given, term = value >= 0, _log_indicator(value[:, None] == ref[None, :])
         elif kind == "vector":
-            given, same = ~torch.isnan(value).all(1), (value[:, None, :] == ref[None, :, :]).all(-1)
+            given, term = ~torch.isnan(value).all(1), _log_indicator((value[:, None, :] == ref[None, :, :]).all(-1))
         elif kind == "text":
-            width = max(value.shape[1], ref.shape[1])
-            value, ref = pad_tokens(value, width, pad_id), pad_tokens(ref, width, pad_id)
-            given, same = (value != pad_id).any(1), (value[:, None, :] == ref[None, :, :]).all(-1)
+            given = (value != pad_id).any(1)
+            term = _caption_log_weights(value, ref, pad_id, word_p, special_ids)
         else:
             raise ValueError(f"unknown condition kind {kind!r}")
-        match &= ~given[:, None] | same
-    return match
+        logw += torch.where(given[:, None], term, torch.zeros_like(term))
+    return logw
+
+
+def condition_matches(
+    cond: Mapping[str, Tensor], refs: Mapping[str, Tensor], spec: Mapping[str, tuple[Kind, int]],
+    shape: tuple[int, int], device: torch.device | str = "cpu", pad_id: int = 0,
+) -> Tensor:
+    """``shape = (B, R)`` bool: is reference ``j`` (with full conditions ``refs``) consistent with
+    what example ``i`` is given in ``cond``, with no word dropout (given values must be equal)?
+    The support of :func:`condition_log_weights`."""
+    return torch.isfinite(condition_log_weights(cond, refs, spec, shape, device, pad_id))
+
+
+def _log_indicator(same: Tensor) -> Tensor:
+    return torch.where(same, 0.0, float("-inf")).to(torch.float64)
+
+
+def _caption_log_weights(value: Tensor, ref: Tensor, pad_id: int, word_p: float, special_ids: Sequence[int]) -> Tensor:
+    """``(B, R)``: log of (ways to delete words of ``ref_j`` leaving ``value_i``) ``* word_p^deleted``.
+    Special tokens cannot be deleted; rows are right-padded. Computed once per distinct pair
+    of token rows (a training batch holds few distinct captions)."""
+    width = max(value.shape[1], ref.shape[1])
+    value, ref = pad_tokens(value, width, pad_id), pad_tokens(ref, width, pad_id)
+    uv, inv_v = torch.unique(value, dim=0, return_inverse=True)
+    ur, inv_r = torch.unique(ref, dim=0, return_inverse=True)
+    n_v, n_r = (uv != pad_id).sum(1), (ur != pad_id).sum(1)
+    deletable = ur != pad_id
+    for s in special_ids:
+        deletable &= ur != s
+    # ways[i, j, k]: embeddings of the first t tokens of value row i into the first k of ref row j
+    ways = torch.cumprod(torch.cat([torch.ones_like(deletable[:, :1]), deletable], 1).double(), 1)
+    ways = ways[None].expand(uv.shape[0], -1, -1)
+    count = torch.where(n_v[:, None] == 0, ways.gather(2, n_r[None, :, None].expand(uv.shape[0], -1, 1))[..., 0], 0.0)
+    for t in range(width):
+        same = (uv[:, None, t, None] == ur[None, :, :]).double()  # (V, U, width)
+        nxt = [torch.zeros_like(ways[..., 0])]
+        for k in range(width):
+            nxt.append(deletable[None, :, k].double() * nxt[-1] + same[..., k] * ways[..., k])
+        ways = torch.stack(nxt, -1)
+        done = n_v[:, None] == t + 1
+        count = torch.where(done, ways.gather(2, n_r[None, :, None].expand(uv.shape[0], -1, 1))[..., 0], count)
+    extra = (n_r[None, :] - n_v[:, None]).double()
+    if word_p > 0:
+        logw = count.log() + extra * math.log(word_p)
+    else:
+        logw = torch.where(extra == 0, count.log(), float("-inf"))
+    return logw[inv_v][:, inv_r].to(value.device)

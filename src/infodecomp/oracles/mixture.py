@@ -190,6 +190,13 @@ class GaussianMixtureOracle:
         return log_n, den, proj
 
     def __call__(self, z: Tensor, logsnr: Tensor, cond: Cond = None) -> Tensor:
+        return self.denoise(z, logsnr, cond)
+
+    def denoise(self, z: Tensor, logsnr: Tensor, cond: Cond = None, log_prior: Tensor | None = None) -> Tensor:
+        """The exact noise prediction given labels ``cond`` and, optionally, a per-row
+        ``(B, M)`` log-weighting of the components (``-inf``: excluded) on top of the mixture
+        weights: the denoiser of ``x`` given evidence that bears on the component softly, such
+        as a caption with words removed (:mod:`infodecomp.probes.oracle`)."""
         rows = z.shape[0]
         flat = z.reshape(rows, -1)
         if flat.shape[1] != self.dim:
@@ -201,6 +208,10 @@ class GaussianMixtureOracle:
         mask = self.component_mask(cond, rows, z.device)
         if mask is not None:
             logits = logits.masked_fill(~mask, float("-inf"))
+        if log_prior is not None:
+            if log_prior.shape != (rows, self.n_components):
+                raise ValueError(f"log_prior must be (B, M) = ({rows}, {self.n_components}), got {tuple(log_prior.shape)}")
+            logits = logits + log_prior.to(logits)
         resp = torch.softmax(logits, dim=1)  # (R, M)
         if self.isotropic:
             w = resp / den  # (R, M): r_k / (a^2 var_k + s^2)

@@ -191,9 +191,7 @@ def probe_heatmap(model: TextDenoiser, scenes: Scenes, s: ProbeSettings, *,
         masks, has = word_masks(scenes.world, wm.captions, scenes.masks, wm.positions)
         shares = {kind: mask_shares(wm, masks, has, kind) for kind in KINDS}
         try:  # the exact denoiser's CMI maps on the same draws, where the world has one
-            from infodecomp.probes.oracle import shapes_text_oracle
-
-            exact = word_heatmaps(shapes_text_oracle(scenes.world, model.max_words), scenes.x.double(),
+            exact = word_heatmaps(_exact_text_model(scenes, model), scenes.x.double(),
                                   scenes.captions, words=words, kinds=("cmi",), n_draws=s.n_draws, seed=s.seed)
             shares["oracle cmi"] = mask_shares(exact, masks, has)
         except (ValueError, AttributeError) as err:
@@ -257,9 +255,7 @@ def probe_pid(model: TextDenoiser, scenes: Scenes, s: ProbeSettings) -> ProbeRes
         values["mass_in_word_objects"] = share
         if s.given == "rest":
             try:  # the exact denoiser's atoms on the same draws
-                from infodecomp.probes.oracle import shapes_text_oracle
-
-                exact = word_pid(shapes_text_oracle(scenes.world, model.max_words), scenes.x.double(),
+                exact = word_pid(_exact_text_model(scenes, model), scenes.x.double(),
                                  scenes.captions, [list(p) for p in wp.positions], given=s.given, measure=s.measure,
                                  n_draws=s.n_draws, seed=s.seed, sample_ids=scenes.ids)
                 ex = exact.totals()
@@ -440,3 +436,11 @@ def plot_interventions(images: Tensor, change: Tensor, maps: dict[str, Tensor], 
 
 RUNNERS = {"heatmap": probe_heatmap, "compositional": probe_compositional, "localize": probe_localize,
            "intervene": probe_intervene}
+
+
+def _exact_text_model(scenes: Scenes, model: Any) -> Any:
+    """The exact denoiser of the scenes' world, reading shortened captions as the model was
+    trained to (its word dropout, where it says)."""
+    from infodecomp.probes.oracle import shapes_text_oracle
+
+    return shapes_text_oracle(scenes.world, model.max_words, getattr(model, "word_dropout", None))

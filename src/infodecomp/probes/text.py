@@ -107,6 +107,8 @@ class TextModel(TextDenoiser):
         image_shape: ``(C, H, W)`` of the denoiser's input.
         unet: the diffusers UNet the denoiser runs (for cross-attention maps), if any.
         token_positions: words of a caption -> encoder positions of each word.
+        word_dropout: the word dropout the model was trained with, if known (the exact oracle of
+            its training distribution uses it, :func:`~infodecomp.probes.oracle.shapes_text_oracle`).
     """
 
     def __init__(
@@ -118,7 +120,9 @@ class TextModel(TextDenoiser):
         *,
         unet: torch.nn.Module | None = None,
         token_positions: Callable[[Sequence[str]], list[list[int]]] | None = None,
+        word_dropout: float | None = None,
     ) -> None:
+        self.word_dropout = word_dropout
         self.denoiser = denoiser
         self._encode = encode
         self.max_words = int(max_words)
@@ -161,8 +165,9 @@ class TextModel(TextDenoiser):
             return [[i + 1] for i in range(len(ws))]  # position 0 holds the BOS token
 
         net = module.ema.module if hasattr(module, "ema") else backbone
+        word_dropout = getattr(module, "hparams", {}).get("word_dropout")
         return cls(module, encode, words.max_words, module.input_shape, unet=getattr(net, "unet", None),
-                   token_positions=positions)
+                   token_positions=positions, word_dropout=word_dropout)
 
 
 def as_text_denoiser(model: Any) -> TextDenoiser:
