@@ -82,12 +82,22 @@ def _word_dropout_oracle(world: TwoObjectShapesWorld, max_words: int, word_dropo
     words = WordTokenizer(sorted({w for c in world.captions for w in c.split()}), max_words)
     full = {"text": words.encode(world.captions)}  # one row per mixture component, in order
     spec = {"text": ("text", max_words)}
+    known: dict[tuple[int, ...], torch.Tensor] = {}  # caption -> its component weights (a probe asks again every draw)
+
+    def log_prior(ids: torch.Tensor) -> torch.Tensor:
+        rows = [tuple(r) for r in ids.tolist()]
+        new = sorted(set(rows) - set(known))
+        if new:
+            w = condition_log_weights({"text": torch.tensor(new)}, full, spec, (len(new), oracle.n_components),
+                                      word_p=word_dropout)
+            known.update(zip(new, w, strict=True))
+        return torch.stack([known[r] for r in rows])
 
     def denoise(z: torch.Tensor, logsnr: torch.Tensor, cond: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         if cond is None:
             return oracle.denoise(z, logsnr)
         ids = cond["text"].to("cpu")
-        prior = condition_log_weights({"text": ids}, full, spec, (ids.shape[0], oracle.n_components), word_p=word_dropout)
+        prior = log_prior(ids)
         if not torch.isfinite(prior).any(1).all():
             row = int((~torch.isfinite(prior).any(1)).nonzero()[0, 0])
             raise ValueError(f"no caption of the world can leave {words.decode(ids[row:row + 1])[0]!r} under "
