@@ -19,7 +19,8 @@ Each command runs as a subprocess in its own temporary working directory, which 
   ``configs/debug.yaml`` itself). DDP commands run as written, on the CPU. A command that reads
   a run (``--ckpt_path outputs/runs/shapes/...`` or ``--ckpt_path last``) gets that run, trained
   once per module at debug size by the same rules and copied into its directory; a resume must
-  continue that run (same ``version_0``, 3 more steps).
+  continue that run (same ``version_0``, 3 more steps); one that starts from a run's weights
+  (``--model.init_from outputs/runs/shapes/...``) gets it too and must be a new run that says so.
 * ``analyze.py report RUN``: the run as above, and a small budget (``REPORT_BUDGET``).
 * ``analyze.py pid RUN --variables ...``: the run as above, and a small budget.
 * ``analyze.py heatmap|compositional|localize|intervene|pid``: a small budget and ``--out`` in the
@@ -295,6 +296,10 @@ def shrink_train(prog: list[str], args: list[str]) -> Plan:
         plan.runs.add(name)
         plan.args += ["--trainer.max_steps", RESUME_MAX_STEPS]
         plan.check = check_resume_continues(f"outputs/runs/{name}")
+    init = option_value(args, "--model.init_from")
+    if init is not None:  # a new run from the weights of the run it names
+        plan.runs.add(run_needed(init, "--model.init_from"))
+        plan.check = check_started_from(init)
     return plan
 
 
@@ -335,6 +340,20 @@ def last_checkpoint(proc: subprocess.CompletedProcess, cwd: Path) -> Path:
 
 def check_training_finished(cwd: Path, proc: subprocess.CompletedProcess) -> None:
     assert last_checkpoint(proc, cwd).is_file(), "train.py printed a last checkpoint that is not there"
+
+
+def check_started_from(source: str) -> Callable[[Path, subprocess.CompletedProcess], None]:
+    """A run with ``--model.init_from`` is a new run that records where its weights came from."""
+
+    def check(cwd: Path, proc: subprocess.CompletedProcess) -> None:
+        import torch
+
+        last = last_checkpoint(proc, cwd)
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        assert ckpt["hyper_parameters"]["init_from"] == source
+        assert last.resolve() != (cwd / source).resolve(), "init_from wrote over the run it started from"
+
+    return check
 
 
 def check_resume_continues(run_dir: str) -> Callable[[Path, subprocess.CompletedProcess], None]:

@@ -107,6 +107,29 @@ def test_a_finished_run_says_so(uninterrupted: Path, capsys: pytest.CaptureFixtu
     assert ckpt.stat().st_mtime_ns == before
 
 
+def test_init_from_starts_a_new_run_from_a_finished_runs_weights(uninterrupted: Path, tmp_path: Path) -> None:
+    from infodecomp.lightning import export_checkpoint, load_module
+
+    source = export_checkpoint(uninterrupted / "checkpoints" / "last.ckpt", tmp_path / "source.ckpt")
+    trained = {k: v for k, v in torch.load(source, weights_only=False)["state_dict"].items() if k.startswith("ema.module.")}
+    # learning rate 0: whatever the new run ends with is what it started from
+    assert main([*args(tmp_path), "--model.init_from", str(source), "--model.lr", "0", "--trainer.max_steps", "3"]) == 0
+    ckpt = checkpoint(tmp_path / "runs" / "vector" / "version_0")
+    assert ckpt["global_step"] == 3 and ckpt["hyper_parameters"]["init_from"] == str(source)
+    assert ckpt["lr_schedulers"][0]["last_epoch"] == 3  # a fresh schedule, not the source's (20 steps)
+    for name, value in trained.items():
+        torch.testing.assert_close(ckpt["state_dict"][name], value)
+        torch.testing.assert_close(ckpt["state_dict"]["backbone." + name[len("ema.module."):]], value)
+    # a fresh initialisation differs, so the comparison above can fail
+    (tmp_path / "fresh").mkdir()
+    fresh = main([*args(tmp_path / "fresh"), "--model.lr", "0", "--trainer.max_steps", "1"])
+    other = checkpoint(tmp_path / "fresh" / "runs" / "vector" / "version_0")["state_dict"]
+    assert fresh == 0 and any(not torch.equal(other[k], v) for k, v in trained.items())
+    # the finished run's weights are its own: loading it does not need the source any more
+    source.unlink()
+    load_module(tmp_path / "runs" / "vector" / "version_0" / "checkpoints" / "last.ckpt")
+
+
 def test_resume_points_every_logger_at_the_checkpoints_run(tmp_path: Path) -> None:
     from infodecomp.cli import resume_loggers
 

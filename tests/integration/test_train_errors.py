@@ -57,6 +57,9 @@ CASES = {
     "corrupt-checkpoint": (["--ckpt_path", "inputs/corrupt.ckpt"], "cannot read checkpoint inputs/corrupt.ckpt"),
     "foreign-checkpoint": (["--ckpt_path", "inputs/foreign.ckpt"], "is not an infodecomp DiffusionModule checkpoint"),
     "unknown-option": (["--trainer.max_stepz", "5"], "unrecognized arguments: --trainer.max_stepz 5"),
+    "init-from-missing": (["--model.init_from", "inputs/missing.ckpt"], "init_from: checkpoint not found: inputs/missing.ckpt"),
+    "init-from-other-model": (["--model.init_from", str(ROOT / "src/infodecomp/assets/shapes_text/last.ckpt")],
+                              "holds a TextConditionedUNet; this run's backbone is a LabelledUNet"),
     "shape-mismatch": (["--config", "configs/experiment/digits.yaml", "--model.backbone.init_args.image_size", "16"],
                        "data and model disagree on the input shape"),
 }

@@ -67,6 +67,10 @@ class DiffusionModule(pl.LightningModule):
         lr, weight_decay, betas: AdamW settings.
         warmup_steps: linear warm-up, then cosine decay to ``min_lr_ratio * lr`` over training.
         compile: ``torch.compile`` the backbone at fit start.
+        init_from: a checkpoint (a training one or an :func:`export_checkpoint` file) whose EMA
+            weights start this run, with a fresh optimizer and schedule: to train a finished model
+            further, or fine-tune it with other settings. Its backbone must be this one's. A resumed
+            run (``--ckpt_path``) takes its weights from the checkpoint it resumes, not from here.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class DiffusionModule(pl.LightningModule):
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.05,
         compile: bool = False,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         if loss not in ("information", "eps_mse", "v_mse"):
@@ -109,11 +114,31 @@ class DiffusionModule(pl.LightningModule):
         self.backbone = backbone
         self.ema = AveragedModel(backbone, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
         self.ema.requires_grad_(False)
+        if init_from:
+            self._start_from(init_from)
         self.proposal = TruncatedLogistic(logsnr_loc, logsnr_scale, logsnr_clip)
         self._references = ReferenceQueue(stable_target, backbone.pad_id) if stable_target else None
         # the base of every training draw (log-SNR, noise, dropout): a run's seed, kept in its
         # checkpoints so that a resumed run draws exactly what the uninterrupted one would have
         self._draw_seed: int | None = None
+
+    def _start_from(self, path: str | Path) -> None:
+        try:
+            ckpt = read_checkpoint(path)
+        except ValueError as err:
+            raise ValueError(f"init_from: {err}") from err
+        theirs, ours = ckpt["hyper_parameters"]["backbone"], self.backbone.config
+        if theirs != ours:
+            name = lambda c: c["class_path"].rpartition(".")[2]  # noqa: E731
+            differ = sorted(k for k in set(theirs["init_args"]) | set(ours["init_args"])
+                            if theirs["init_args"].get(k) != ours["init_args"].get(k))
+            what = name(theirs) if name(theirs) != name(ours) else f"{name(ours)} with other {', '.join(differ)}"
+            raise ValueError(f"init_from: {path} holds a {what}; this run's backbone is a {name(ours)} as configured")
+        weights = {k[len("ema.module."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("ema.module.")}
+        if not weights:
+            raise ValueError(f"init_from: {path} holds no EMA weights")
+        self.backbone.load_state_dict(weights)
+        self.ema.module.load_state_dict(weights)
 
     # ---- the denoiser -------------------------------------------------------------------------
     @property
@@ -335,6 +360,7 @@ def load_module(checkpoint: str | Path, map_location: str | torch.device = "cpu"
     path = Path(checkpoint)
     ckpt = read_checkpoint(path, map_location)
     hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}  # drop CLI bookkeeping
+    hparams.pop("init_from", None)  # the weights are the checkpoint's own
     backbone = build_backbone(hparams.pop("backbone"))
     module = DiffusionModule(backbone, **hparams)
     state = ckpt["state_dict"]
