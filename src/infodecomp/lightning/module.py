@@ -134,7 +134,7 @@ class DiffusionModule(pl.LightningModule):
                             if theirs["init_args"].get(k) != ours["init_args"].get(k))
             what = name(theirs) if name(theirs) != name(ours) else f"{name(ours)} with other {', '.join(differ)}"
             raise ValueError(f"init_from: {path} holds a {what}; this run's backbone is a {name(ours)} as configured")
-        weights = {k[len("ema.module."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("ema.module.")}
+        weights = ema_weights(ckpt["state_dict"])
         if not weights:
             raise ValueError(f"init_from: {path} holds no EMA weights")
         self.backbone.load_state_dict(weights)
@@ -336,6 +336,12 @@ def run_identity(trainer: pl.Trainer) -> dict[str, Any]:
     return {"loggers": loggers}
 
 
+def ema_weights(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The EMA network's weights in a module's state dict, named as the backbone's."""
+    prefix = "ema.module."
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint file and check that ``DiffusionModule`` wrote it; ``ValueError`` otherwise."""
     path = Path(path)
@@ -366,7 +372,7 @@ def load_module(checkpoint: str | Path, map_location: str | torch.device = "cpu"
     state = ckpt["state_dict"]
     if ckpt.get("infodecomp_export"):  # EMA weights only (see export_checkpoint): they serve as both
         state = dict(state)
-        state.update({"backbone." + k[len("ema.module."):]: v for k, v in state.items() if k.startswith("ema.module.")})
+        state.update({"backbone." + k: v for k, v in ema_weights(state).items()})
     try:
         module.load_state_dict(state)
     except RuntimeError as err:
