@@ -211,7 +211,9 @@ class InfoRow:
 
 #: how many standard errors of the paired standard-orthogonal gap mark a model as inconsistent
 GAP_SES = 4.0
-#: how many standard errors above its bound (the condition's entropy) an estimate must be to be flagged
+#: how many standard errors above its bound (the condition's entropy) an estimate must be to be
+#: flagged; it must also be more than ``TOLERANCE_ABS`` above it (a model that leaks 0.006 nats of
+#: a label its other labels fix, H = 0, is not worth a warning at every evaluation)
 BOUND_SES = 3.0
 
 
@@ -327,10 +329,10 @@ def implied_error(gap: float) -> float:
 
 def verdict(row: InfoRow) -> str:
     """The flag that a row's checks give, the most serious first: ``exceeds-bound`` (more than
-    :data:`BOUND_SES` SEs above its bound), ``model-inconsistent`` (a standard-orthogonal gap
+    :data:`BOUND_SES` SEs and :data:`TOLERANCE_ABS` nats above its bound), ``model-inconsistent`` (a standard-orthogonal gap
     beyond :data:`GAP_SES` SEs whose :func:`implied_error` exceeds the :func:`tolerance`),
     ``not-converged`` (a drift over training beyond the tolerance), else ``ok``. Checks a row has no number for do not fire."""
-    if row.bound is not None and row.estimate - BOUND_SES * row.se > row.bound:
+    if row.bound is not None and row.estimate - BOUND_SES * row.se > row.bound + TOLERANCE_ABS:
         return "exceeds-bound"
     if row.gap is not None and abs(row.gap) > GAP_SES * row.gap_se and implied_error(row.gap) > tolerance(row.estimate):
         return "model-inconsistent"

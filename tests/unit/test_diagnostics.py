@@ -110,6 +110,12 @@ def test_an_estimate_above_its_bound_is_flagged() -> None:
     assert row.bound == 1.0986 and row.flag == "exceeds-bound"
     (ok,) = summarise(per_sample, 8, bounds={"mi": {"y": 1.6}})
     assert ok.flag == "ok"
+    # many SEs but a few thousandths of a nat above a zero bound (a label the others fix): not worth a flag
+    leak = {"cmi/y": torch.full((100,), 0.006) + 1e-4 * torch.randn(100, generator=torch.Generator().manual_seed(1))}
+    (small,) = summarise(leak, 8, bounds={"cmi": {"y": 0.0}})
+    assert small.estimate > 0.005 and small.estimate - 3 * small.se > 0 and small.flag == "ok"
+    (large,) = summarise({"cmi/y": leak["cmi/y"] + 0.03}, 8, bounds={"cmi": {"y": 0.0}})
+    assert large.flag == "exceeds-bound"
 
 
 def test_a_report_flags_what_training_left_moving() -> None:

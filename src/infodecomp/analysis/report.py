@@ -328,8 +328,9 @@ def render_markdown(r: Mapping[str, Any]) -> str:
                   "relative to the exact oracle. The two estimators differ, on average, only through model",
                   "error (their gap has zero mean for a conditional branch that is the conditional expectation),",
                   "so a gap of more than 4 SE whose implied error (the gap if positive, under-fit; half of it if",
-                  "negative, noise) exceeds the tolerance is flagged `model-inconsistent`; an estimate more than 3 SE above",
-                  "the condition's entropy (which bounds it) is flagged `exceeds-bound`, and one that moved by more",
+                  "negative, noise) exceeds the tolerance is flagged `model-inconsistent`; an estimate more than 3 SE",
+                  f"and {TOLERANCE_ABS} nats above the condition's entropy (which bounds it) is flagged `exceeds-bound`,",
+                  "and one that moved by more",
                   f"than the tolerance over the last {SETTLE_EVALS} evaluations of training is flagged `not-converged`.",
                   f"The gap and the drift count only beyond max({TOLERANCE_ABS} nats, {100 * TOLERANCE_REL:.0f}% of "
                   "the estimate). None of these checks needs ground truth.",
