@@ -59,5 +59,8 @@ def test_reflag_applies_the_current_rule_to_recorded_checks(bench) -> None:  # n
     assert bench.reflag([base])[0]["flag"] == "ok"  # 5 SE, but it implies an error of 0.025, under the tolerance
     assert bench.reflag([{**base, "gap": -0.6, "gap_se": 0.05}])[0]["flag"] == "model-inconsistent"
     assert bench.reflag([{**base, "gap": 0.0, "drift": 0.25}])[0]["flag"] == "not-converged"
+    # the k-NN check, recorded as "baseline" (rows written before it existed have none)
+    assert bench.reflag([{**base, "gap": 0.0, "baseline": 1.5}])[0]["flag"] == "below-baseline"
+    assert bench.reflag([{**base, "gap": 0.0, "baseline": 1.1}])[0]["flag"] == "ok"
     other = {"task": "t", "estimator": "ksg", "estimate": 1.0}
     assert bench.reflag([other]) == [other]

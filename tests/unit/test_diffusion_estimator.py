@@ -12,6 +12,7 @@ from infodecomp.evaluation import (
     TOLERANCE_ABS,
     TOLERANCE_REL,
     InfoRow,
+    flag_reason,
     flag_unsettled,
     tolerance,
     verdict,
@@ -80,8 +81,11 @@ def test_diffusion_mi_fits_and_reports_its_checks() -> None:
     assert est.steps == 60 and len(history) == 3 and s["history"] == history
     assert s["drift"] == pytest.approx(history[-1] - history[0])  # over the last three evaluations
     row = InfoRow("mi/y", "y", "mi", s["orthogonal"], s["orthogonal_se"], 0, 0, gap=s["gap"], gap_se=s["gap_se"],
-                  drift=s["drift"])
+                  drift=s["drift"], baseline=s["baseline"])
     assert s["flag"] == est.flag == verdict(row)
+    # the k-NN cross-check ran on the same samples: KSG on their Gaussian scores
+    assert s["baseline"] == est.knn_estimate == pytest.approx(
+        KSG(k=3).fit(GaussianCopula().fit_transform(x), GaussianCopula().fit_transform(y)).estimate())
     # the Gaussian base is exact for this task from the first step: 60 steps already give the truth
     assert abs(s["orthogonal"] - task.mutual_information) < 4 * s["orthogonal_se"] + 0.03
     assert est.estimate() == s["orthogonal"] and est.estimate(estimator="standard") == s["standard"]
@@ -90,6 +94,36 @@ def test_diffusion_mi_fits_and_reports_its_checks() -> None:
     # new samples go through the same preprocessing and model
     nx, ny = task.sample(1000, seed=5, dtype=torch.float64)
     assert abs(est.estimate(nx, ny) - s["orthogonal"]) < 5 * s["orthogonal_se"] + 0.05
+
+
+def test_an_estimate_well_below_a_knn_estimate_is_flagged() -> None:
+    low, close, both = row(), row(), row()
+    low.baseline = 0.60  # 0.20 above 0.40: more than the tolerance (0.08)
+    close.baseline = 0.46  # within it: k-NN and model agree as well as the checks ask
+    both.baseline, both.gap, both.gap_se = 0.60, -0.5, 0.01
+    low.flag = verdict(low)
+    assert low.flag == "below-baseline" and "finds 0.600 nats, 0.200 more" in flag_reason(low)
+    assert verdict(close) == "ok"
+    assert verdict(both) == "model-inconsistent"  # the more serious verdict wins
+    high = row()
+    high.baseline = 0.10  # a k-NN estimate far *below* the model says nothing (KSG falls short in many dimensions)
+    assert verdict(high) == "ok"
+
+
+def test_an_under_trained_model_with_no_other_sign_is_caught_by_the_knn_check() -> None:
+    """On a spiral task a few steps leave the model near its Gaussian base (about 0.2 of 1.02 nats):
+    consistent (no gap) and, with one evaluation, no drift. KSG on the same samples sees more."""
+    task = get_task("spiral-multinormal-sparse-3-3-2-2.0")
+    x, y = task.sample(3000, seed=0, dtype=torch.float64)
+    small = {"max_steps": 10, "evaluations": 1, "n_draws": 8, "hidden": 16, "depth": 1, "warmup_steps": 2}
+    est = DiffusionMI(**small).fit(x, y)
+    s = est.summary()
+    assert s["orthogonal"] < 0.5 < s["baseline"] < task.mutual_information
+    assert est.flag == "below-baseline" and s["flag"] == "below-baseline"
+    off = DiffusionMI(**small, knn_check=0).fit(x, y)
+    assert off.knn_estimate is None and off.summary()["baseline"] is None and off.flag != "below-baseline"
+    with pytest.raises(ValueError, match="knn_check"):
+        DiffusionMI(knn_check=-1)
 
 
 def test_the_gaussian_base_is_the_exact_denoiser_of_a_gaussian() -> None:
