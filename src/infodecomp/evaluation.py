@@ -213,8 +213,8 @@ class InfoRow:
 #: how many standard errors of the paired standard-orthogonal gap mark a model as inconsistent
 GAP_SES = 4.0
 #: how many standard errors above its bound (the condition's entropy) an estimate must be to be
-#: flagged; it must also be more than ``TOLERANCE_ABS`` above it (a model that leaks 0.006 nats of
-#: a label its other labels fix, H = 0, is not worth a warning at every evaluation)
+#: flagged, and also more than ``TOLERANCE_ABS`` above it (a model that leaks 0.006 nats of a label
+#: its other labels fix, H = 0, is not worth a warning at every evaluation)
 BOUND_SES = 3.0
 
 
@@ -336,7 +336,8 @@ def verdict(row: InfoRow) -> str:
     ``below-baseline`` (a k-NN estimate of the same quantity from the samples, ``row.baseline``,
     above the estimate by more than the tolerance), ``not-converged`` (a drift over training
     beyond the tolerance), else ``ok``. Checks a row has no number for do not fire."""
-    if row.bound is not None and row.estimate - BOUND_SES * row.se > row.bound + TOLERANCE_ABS:
+    if (row.bound is not None and row.estimate - BOUND_SES * row.se > row.bound
+            and row.estimate - row.bound > TOLERANCE_ABS):
         return "exceeds-bound"
     if row.gap is not None and abs(row.gap) > GAP_SES * row.gap_se and implied_error(row.gap) > tolerance(row.estimate):
         return "model-inconsistent"
