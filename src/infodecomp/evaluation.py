@@ -331,8 +331,8 @@ def implied_error(gap: float) -> float:
 
 def verdict(row: InfoRow) -> str:
     """The flag that a row's checks give, the most serious first: ``exceeds-bound`` (more than
-    :data:`BOUND_SES` SEs and :data:`TOLERANCE_ABS` nats above its bound), ``model-inconsistent`` (a standard-orthogonal gap
-    beyond :data:`GAP_SES` SEs whose :func:`implied_error` exceeds the :func:`tolerance`),
+    :data:`BOUND_SES` SEs and :data:`TOLERANCE_ABS` nats above its bound), ``model-inconsistent``
+    (a standard-orthogonal gap beyond :data:`GAP_SES` SEs whose :func:`implied_error` exceeds the :func:`tolerance`),
     ``below-baseline`` (a k-NN estimate of the same quantity from the samples, ``row.baseline``,
     above the estimate by more than the tolerance), ``not-converged`` (a drift over training
     beyond the tolerance), else ``ok``. Checks a row has no number for do not fire."""

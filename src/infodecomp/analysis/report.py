@@ -330,8 +330,8 @@ def render_markdown(r: Mapping[str, Any]) -> str:
                   "so a gap of more than 4 SE whose implied error (the gap if positive, under-fit; half of it if",
                   "negative, noise) exceeds the tolerance is flagged `model-inconsistent`; an estimate more than 3 SE",
                   f"and {TOLERANCE_ABS} nats above the condition's entropy (which bounds it) is flagged `exceeds-bound`,",
-                  "and one that moved by more",
-                  f"than the tolerance over the last {SETTLE_EVALS} evaluations of training is flagged `not-converged`.",
+                  f"and one that moved by more than the tolerance over the last {SETTLE_EVALS} evaluations of training",
+                  "is flagged `not-converged`.",
                   f"The gap and the drift count only beyond max({TOLERANCE_ABS} nats, {100 * TOLERANCE_REL:.0f}% of "
                   "the estimate). None of these checks needs ground truth.",
                   ""]

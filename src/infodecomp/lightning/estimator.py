@@ -126,7 +126,6 @@ class DiffusionMI(_Fitted):
         self.history: dict[str, list[float]] = {}
         self.train_seconds = 0.0
         self.steps = 0
-        self.knn_estimate: float | None = None
 
     # ---- preprocessing ------------------------------------------------------------------------
     def _fit_maps(self, x: Tensor, y: Tensor) -> None:
@@ -192,13 +191,18 @@ class DiffusionMI(_Fitted):
                      for r in callback.final_rows}
         self.history = callback.history
         if cfg.knn_check:
-            self.knn_estimate = knn_baseline(x, y, cfg.knn_check, cfg.seed)
+            knn = knn_baseline(x, y, cfg.knn_check, cfg.seed)
             for row in self.rows.values():
-                row.baseline = self.knn_estimate
+                row.baseline = knn
                 row.flag = verdict(row)
         if self.flag != "ok":
             log.warning("%s: the estimate is flagged %s: %s", self.name, self.flag, flag_reason(self.rows["orthogonal"]))
         return self
+
+    @property
+    def knn_estimate(self) -> float | None:
+        """The KSG estimate the fitted estimate was checked against (``None``: check off or not fitted)."""
+        return self.rows["orthogonal"].baseline if self.rows else None
 
     @property
     def flag(self) -> str:
