@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="fewer images, draws and repeats")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this path")
     args = parser.parse_args(argv)
-    n_images, n_draws, repeats = (8, 8, 3) if args.quick else (16, 32, 3)
+    n_images, n_draws, repeats = (8, 4, 1) if args.quick else (16, 32, 3)
     torch.manual_seed(0)
     model, source = load_model()
     world = TwoObjectShapesWorld(size=model.image_shape[-1])

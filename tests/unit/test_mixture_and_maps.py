@@ -14,6 +14,7 @@ def mixture() -> GaussianMixtureOracle:
     return GaussianMixtureOracle.overlapping(shape=(4, 4, 4))
 
 
+@pytest.mark.slow
 def test_mixture_mi_within_two_percent_of_monte_carlo_truth(mixture) -> None:
     truth = mixture.mutual_information("label", n=100000, seed=1)
     assert 0.5 < truth.item() < math.log(10) - 0.5, "the classes should overlap"
@@ -21,6 +22,16 @@ def test_mixture_mi_within_two_percent_of_monte_carlo_truth(mixture) -> None:
     est = mutual_information(mixture, x, labels["label"], n_draws=32)
     assert est.se.item() < 0.006 * truth.item()  # the 2% check below is meaningful
     assert abs(est.item() - truth.item()) < 0.02 * truth.item(), (str(est), str(truth))
+
+
+def test_mixture_mi_within_three_se_of_monte_carlo_truth(mixture) -> None:
+    """The 2% test's path at a quarter of its size (``make test``): within 3 SE."""
+    truth = mixture.mutual_information("label", n=20000, seed=1)
+    assert 0.5 < truth.item() < math.log(10) - 0.5, "the classes should overlap"
+    x, labels = mixture.sample(2000, seed=2)
+    est = mutual_information(mixture, x, labels["label"], n_draws=32)
+    assert est.se.item() < 0.015 * truth.item()
+    assert abs(est.item() - truth.item()) < 3 * math.hypot(est.se.item(), truth.se.item()), (str(est), str(truth))
 
 
 def test_pixel_maps_are_non_negative_and_sum_to_image_estimate(mixture) -> None:
