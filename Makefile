@@ -24,7 +24,8 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -m ''
 
-# Train the default experiment (shapes world, attribute labels) on the CPU, then analyse it.
+# Train the default experiment (shapes world, attribute labels) on the CPU, then analyse it
+# (the report goes to outputs/reports/shapes).
 # An interrupted demo continues where it stopped (the newest run's last.ckpt, the report's
 # finished steps); a finished one is reported again.
 demo: $(STAMP)

@@ -16,7 +16,7 @@ Usage:
       python train.py --config configs/experiment/pid.yaml --data.init_args.kind $k
     done                                                         # outputs/runs/pid/version_0..3
     for v in 0 1 2 3; do python analyze.py pid outputs/runs/pid/version_$v --variables y1 y2; done
-    python benchmarks/pid_worlds.py outputs/runs/pid/version_*/pid --plot docs/figures/pid_worlds.png
+    python benchmarks/pid_worlds.py outputs/pid/pid-version_* --plot docs/figures/pid_worlds.png  # their reports
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from infodecomp.analysis.common import MARKER
 from tests.integration.test_training import CONFIGS, ROOT, run
 
 FAST = ["--n-eval", "8", "--n-draws", "4", "--n-heatmap", "4", "--no-samples"]
@@ -77,12 +78,14 @@ def test_foreign_checkpoint_exits_2(tmp_path: Path) -> None:
 
     bad = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"hidden": 3}}, bad)
-    out = tmp_path / "out"
+    out = tmp_path / "out"  # an earlier report, which --overwrite may replace
     out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    (out / MARKER).write_text("{}")
+    (out / "report.json").write_text("earlier")
     res = analyze("report", str(bad), "--out", str(out), "--overwrite", *FAST)  # even when replacing is allowed
     assert res.returncode == 2 and "not an infodecomp DiffusionModule checkpoint" in res.stderr
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "report.json"]
+    assert (out / "report.json").read_text() == "earlier"
 
 
 @pytest.mark.slow  # long; runs in make test-all

@@ -169,3 +169,25 @@ def test_an_installed_package_finds_the_shipped_model(tmp_path: Path) -> None:
         res = subprocess.run([str(site / "bin" / script), *args], capture_output=True, text=True, cwd=tmp_path,
                              timeout=120, env=env)
         assert res.returncode == 2 and res.stderr.strip() == err, res.stderr[-2000:]
+
+
+def test_heatmap_words_restrict_the_maps_or_are_refused(tmp_path: Path, capsys) -> None:
+    """On the shipped model, ``--words`` maps only those words (where a caption has them), and a
+    word of no held-out caption is an error naming the captions' words."""
+    from infodecomp.analysis.cli import main
+
+    out = tmp_path / "zebra"
+    assert main(["heatmap", "--words", "zebra", "--n-items", "4", "--n-draws", "4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("analyze.py: error: --words zebra: not a word of the held-out captions (their words: "
+                   f"{' '.join(VOCAB)})")
+    assert not out.exists() and not list(tmp_path.iterdir())
+    out = tmp_path / "red"
+    assert main(["heatmap", "--words", "red", "--n-items", "4", "--n-draws", "4", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["cmi_per_word"]) == set(report["mi_per_word"]) == {"red"}
+    words = report["examples"]["words"]
+    assert all(set(ws) <= {"red"} for ws in words)
+    assert [ws == ["red"] * c.split().count("red") for ws, c in zip(words, report["examples"]["captions"],
+                                                                     strict=True)] == [True] * len(words)
+    assert report["settings"]["words"] == ["red"]

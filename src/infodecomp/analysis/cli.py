@@ -26,9 +26,12 @@ Partial information decomposition (redundant, unique, synergistic information) o
     python analyze.py pid --words 1 2          # two words of each held-out caption (shipped model)
     python analyze.py pid --model DIR --image IMG --prompt "a red cube" --words red cube
 
-Writes report.json, PNG figures and report.md (default: <run>/report). Input problems (missing
-checkpoint, a checkpoint of another model, a config that does not match) end with exit status 2
-and one line on stderr; nothing in the output directory is changed.
+Writes report.json, PNG figures and report.md (default: outputs/reports/<run name>, under the
+working directory). Every output directory carries a .infodecomp-output marker; --overwrite
+replaces only such a directory, never a file or a directory infodecomp did not write. --n-draws
+is a positive multiple of 4. Input problems (missing checkpoint, a checkpoint of another model,
+a config that does not match, an output that cannot be written) end with exit status 2 and one
+line on stderr; nothing in the output directory is changed.
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
-from infodecomp.analysis.common import AnalysisError
+from infodecomp.analysis.common import AnalysisError, check_output, default_output
 
 if TYPE_CHECKING:
     from infodecomp.analysis.probes import ProbeSettings
@@ -49,9 +52,32 @@ PROBES = ("heatmap", "compositional", "localize", "intervene")
 ARO_SETS = ("vg-relation", "vg-attribution", "coco-order", "flickr-order")
 
 
+#: options that describe a pipeline's input, used only with --model DIR
+PIPELINE_INPUTS = ("image", "prompt", "word", "replacement", "coco", "csv")
+OVERWRITE_HELP = ("replace an existing report that infodecomp wrote (never a file or a directory it did not "
+                  "write)")
+DRAWS_HELP = ("log-SNR draws per item: a positive multiple of 4 (antithetic noise pairs, in pairs of strata "
+              "for the standard error)")
+
+
+def output_of(args: argparse.Namespace) -> Path | None:
+    """Where the subcommand writes: ``--out``, else a default under the working directory
+    (never beside the run, which may be the model inside the installed package)."""
+    if args.out is not None:
+        return Path(args.out)
+    model = f"-{Path(args.model).name}" if getattr(args, "model", None) else ""
+    if args.command == "report":
+        return default_output("reports", args.run)
+    if args.command == "pid" and args.variables is not None:
+        return default_output("pid", args.run) if args.run is not None else None
+    return Path("outputs") / "probes" / f"{args.command}{model}"
+
+
 def precheck(args: argparse.Namespace) -> None:
-    """Input checks that need no model: named files and directories exist, the output is free.
-    They run before torch is imported, so a typo is answered at once."""
+    """Input checks that need no model: named files and directories exist, options that act only
+    together are given together, the budgets are valid, and the output may be written
+    (:func:`~infodecomp.analysis.common.check_output`). They run before torch is imported, so a
+    typo is answered at once."""
     def exists(value: str | None, what: str, kind: str = "any") -> None:
         if value is None:
             return
@@ -63,17 +89,26 @@ def precheck(args: argparse.Namespace) -> None:
     exists(getattr(args, "run", None), "checkpoint or run directory")
     exists(getattr(args, "config", None), "config file", "file")
     exists(getattr(args, "model", None), "model directory", "dir")
+    if not getattr(args, "model", None):
+        given = [f"--{n}" for n in PIPELINE_INPUTS if getattr(args, n, None) is not None]
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise AnalysisError(f"{' and '.join(given)} only {verb} to a pipeline given with --model DIR; without "
+                                f"--model, {args.command} analyses held-out scenes of RUN (default: the shipped model)")
     exists(getattr(args, "image", None), "image", "file")
     exists(getattr(args, "coco", None), "COCO root", "dir")
     exists(getattr(args, "csv", None), "CSV", "file")
     exists(getattr(args, "aro", None), "ARO root", "dir")
-    out = getattr(args, "out", None)
-    if out is not None and not getattr(args, "overwrite", False):
-        p = Path(out)
-        if p.exists() and (not p.is_dir() or any(p.iterdir())) and not (p / "items").is_dir():
-            raise AnalysisError(f"{p} already holds a report; pass --overwrite to replace it")
+    if args.n_draws < 4 or args.n_draws % 4:
+        raise AnalysisError(f"--n-draws must be a positive multiple of 4, got {args.n_draws}")
+    n_items = ("--n-eval", args.n_eval) if args.command == "report" else ("--n-items", args.n_items)
+    if n_items[1] < 2:
+        raise AnalysisError(f"{n_items[0]} must be >= 2, got {n_items[1]}")
     if getattr(args, "devices", 1) < 1:
         raise AnalysisError(f"--devices must be >= 1, got {args.devices}")
+    out = output_of(args)
+    if out is not None:
+        check_output(out, args.overwrite, resume=args.command == "localize" and bool(args.model))
 
 
 PROBE_HELP = {
@@ -93,7 +128,7 @@ def run_pretrained(args: argparse.Namespace, settings: ProbeSettings):  # noqa: 
         if missing:
             raise AnalysisError(f"{args.command} --model needs {' and '.join(missing)}")
 
-    out = args.out or f"outputs/probes/{args.command}-{Path(args.model).name}"
+    out = args.out
     if args.command == "heatmap":
         need("image", "prompt")
         return pr.heatmap(args.model, args.image, args.prompt, out, words=args.words, settings=settings,
@@ -147,38 +182,48 @@ def run_pid(args: argparse.Namespace):  # noqa: ANN201
         missing = [f"--{n}" for n in ("image", "prompt") if not getattr(args, n)]
         if missing:
             raise AnalysisError(f"pid --model needs {' and '.join(missing)}")
-        out = args.out or f"outputs/probes/pid-{Path(args.model).name}"
+        out = args.out
         return f"{pr.pid(args.model, args.image, args.prompt, out, settings=settings, overwrite=args.overwrite)}/summary.md"
     out = pr.run_probe("pid", args.run, args.out, config=args.config, overwrite=args.overwrite, settings=settings,
                        wandb=args.wandb)
     return f"{out}/summary.md"
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors in one line, as every other input error (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="analyze.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    # allow_abbrev=False everywhere: a misspelt option (--n-ev) is an error, never taken for another
+    parser = Parser(prog="analyze.py", description=__doc__, allow_abbrev=False,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    rep = sub.add_parser("report", help="full report of a trained run")
+    rep = sub.add_parser("report", help="full report of a trained run", allow_abbrev=False)
     rep.add_argument("run", help="a checkpoint (.ckpt) or a run directory holding last.ckpt")
-    rep.add_argument("--out", default=None, help="report directory (default: <run>/report)")
+    rep.add_argument("--out", default=None, help="report directory (default: outputs/reports/<run name> under the "
+                     "working directory; a run's version_N directory is named <parent>-version_N)")
     rep.add_argument("--config", default=None, help="training config (default: the run's saved config.yaml)")
-    rep.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    rep.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     rep.add_argument("--n-eval", type=int, default=256, help="validation items evaluated")
-    rep.add_argument("--n-draws", type=int, default=32, help="log-SNR draws per item")
+    rep.add_argument("--n-draws", type=int, default=32, help=DRAWS_HELP)
     rep.add_argument("--n-heatmap", type=int, default=64, help="items whose per-pixel maps are computed")
     rep.add_argument("--no-samples", action="store_true", help="skip generating samples")
     rep.add_argument("--wandb", action="store_true", help="also log the report to W&B (offline without credentials)")
     rep.add_argument("--accelerator", default="auto", help="cpu, gpu, ... (Lightning's; default: a GPU if there is one)")
     rep.add_argument("--devices", type=int, default=1, help="processes (DDP): the numbers do not change with it")
     for name in PROBES:
-        p = sub.add_parser(name, help=PROBE_HELP[name])
+        p = sub.add_parser(name, help=PROBE_HELP[name], allow_abbrev=False)
         p.add_argument("run", nargs="?", default=None,
                        help="a text-to-image checkpoint or run directory (default: the shipped shapes_text model)")
-        p.add_argument("--out", default=None, help=f"report directory (default: outputs/probes/{name})")
+        p.add_argument("--out", default=None, help=f"report directory (default: outputs/probes/{name}, with --model "
+                       f"outputs/probes/{name}-<model directory name>, under the working directory)")
         p.add_argument("--config", default=None, help="training config (default: the run's config.yaml)")
-        p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+        p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
         p.add_argument("--n-items", type=int, default=200, help="held-out scenes (or ARO items)")
-        p.add_argument("--n-draws", type=int, default=32, help="log-SNR draws per item")
+        p.add_argument("--n-draws", type=int, default=32, help=DRAWS_HELP)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--wandb", action="store_true", help="also log the tables and figures to W&B")
         p.add_argument("--model", default=None, help="a local Stable-Diffusion-style pipeline directory")
@@ -186,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--image", default=None, help="RGB image (with --model)")
             p.add_argument("--prompt", default=None, help="its caption (with --model)")
         if name == "heatmap":
-            p.add_argument("--words", nargs="+", default=None, help="words to map (default: all)")
+            p.add_argument("--words", nargs="+", default=None,
+                           help="words to map, each where its caption has it (default: all); without --model, "
+                                "words of the held-out captions")
         if name == "intervene":
             p.add_argument("--word", default=None, help="the word to omit or replace (with --model)")
             p.add_argument("--replacement", default=None, help="replace the word instead of omitting it")
@@ -203,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "intervene":
             p.add_argument("--edit", choices=("omit", "swap"), default="omit", help="omit a word or swap a colour")
             p.add_argument("--steps", type=int, default=50, help="DDIM steps of inversion and regeneration")
-    p = sub.add_parser("pid", help="partial information decomposition of two conditions or two words")
+    p = sub.add_parser("pid", help="partial information decomposition of two conditions or two words",
+                       allow_abbrev=False)
     p.add_argument("run", nargs="?", default=None,
                    help="a checkpoint or run directory (default: the shipped shapes_text model)")
     p.add_argument("--variables", nargs=2, default=None, metavar=("V1", "V2"),
@@ -214,11 +262,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="held fixed: variables of a labelled model (or 'rest'); for words 'rest' (default) or "
                         "'none'")
     p.add_argument("--measure", choices=("pointwise-min", "mmi"), default="pointwise-min")
-    p.add_argument("--out", default=None, help="report directory (default: <run>/pid, or outputs/probes/pid for words)")
+    p.add_argument("--out", default=None, help="report directory (default: outputs/pid/<run name> for variables, "
+                   "outputs/probes/pid for words, under the working directory)")
     p.add_argument("--config", default=None, help="training config (default: the run's config.yaml)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--n-items", "--n-eval", dest="n_items", type=int, default=200, help="items evaluated")
-    p.add_argument("--n-draws", type=int, default=32, help="log-SNR draws per item")
+    p.add_argument("--n-draws", type=int, default=32, help=DRAWS_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wandb", action="store_true", help="also log the tables and figures to W&B")
     p.add_argument("--model", default=None, help="a local Stable-Diffusion-style pipeline directory")
@@ -228,14 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--devices", type=int, default=1, help="processes (DDP, labelled runs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    out = output_of(args)
+    args.out = None if out is None else str(out)
     try:
         precheck(args)
     except AnalysisError as err:
         print(f"analyze.py: error: {err}", file=sys.stderr)
         return 2
     if args.command == "pid":
-        if args.n_draws < 4 or args.n_draws % 4 or args.n_items < 2:
-            parser.error("--n-items must be >= 2 and --n-draws a positive multiple of 4")
         try:
             out = run_pid(args)
         except AnalysisError as err:
@@ -245,13 +294,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pid report written to {out}")
         return 0
     if args.command in PROBES:
-        if args.n_draws < 4 or args.n_draws % 4:
-            parser.error("--n-draws must be a positive multiple of 4")
         from infodecomp.analysis.probes import ProbeSettings, run_probe
 
         settings = ProbeSettings(n_items=args.n_items, n_draws=args.n_draws, seed=args.seed,
                                  calibration=getattr(args, "calibration", 0.25), steps=getattr(args, "steps", 50),
-                                 edit=getattr(args, "edit", "omit"))
+                                 edit=getattr(args, "edit", "omit"),
+                                 words=tuple(args.words or ()) if args.command == "heatmap" and not args.model else ())
         aro = (args.aro_set, args.aro) if getattr(args, "aro", None) else None
         try:
             if args.model:
@@ -266,8 +314,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"{args.command} report written to {out}/summary.md")
         return 0
-    if args.n_eval < 2 or args.n_draws < 4 or args.n_draws % 4:
-        parser.error("--n-eval must be >= 2 and --n-draws a positive multiple of 4")
     from infodecomp.analysis.report import ReportSettings, make_report
 
     settings = ReportSettings(n_eval=args.n_eval, n_draws=args.n_draws, n_heatmap=args.n_heatmap,

@@ -7,10 +7,14 @@ This is the top layer of infodecomp: it may import anything below it, and nothin
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
+import re
 import shutil
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -106,38 +110,129 @@ def partial_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
-def check_writable(out: str | Path, overwrite: bool = False) -> Path:
-    """``out`` as a Path; AnalysisError if it already holds a report and ``overwrite`` is false."""
+#: the file every analysis writes into each output directory it creates: ``--overwrite``
+#: replaces only a directory that carries it, never files infodecomp did not write
+MARKER = ".infodecomp-output"
+#: finished reports written before the marker existed: every file of one of these sets
+_UNMARKED_REPORTS = ({"report.json", "report.md"}, {"report.json", "summary.md"})
+_COCO_ITEM = re.compile(r"\d{7}\.pt|\.\d{7}\.pt\.tmp\d+")
+
+
+def default_output(kind: str, run: str | Path) -> Path:
+    """Where an analysis of ``run`` goes without ``--out``: ``outputs/<kind>/<run name>`` under
+    the working directory, never beside the run (which may sit inside the installed package).
+
+    The run name is the run directory's name (of the directory holding a checkpoint, above its
+    ``checkpoints/``); for a Lightning ``version_N`` directory, its parent's name in front
+    (``outputs/runs/pid/version_0`` -> ``pid-version_0``).
+    """
+    p = Path(run).resolve()
+    if p.is_file() or p.suffix == ".ckpt":
+        p = p.parent.parent if p.parent.name == "checkpoints" else p.parent
+    name = p.name or "run"
+    if re.fullmatch(r"version_\d+", name) and p.parent.name:
+        name = f"{p.parent.name}-{name}"
+    return Path("outputs") / kind / name
+
+
+def is_infodecomp_output(path: str | Path) -> bool:
+    """Whether ``path`` is a directory infodecomp wrote: it carries :data:`MARKER`, or holds
+    the files of a finished report of an earlier version, or only an interrupted COCO-IT run's
+    ``items/``. A symbolic link never is."""
+    p = Path(path)
+    if p.is_symlink() or not p.is_dir():
+        return False
+    marker = p / MARKER
+    if marker.is_file() and not marker.is_symlink():
+        return True
+    names = {q.name for q in p.iterdir()}
+    if any(want <= {n for n in names if (p / n).is_file() and not (p / n).is_symlink()} for want in _UNMARKED_REPORTS):
+        return True
+    items = p / "items"
+    return names == {"items"} and items.is_dir() and not items.is_symlink() and all(
+        _COCO_ITEM.fullmatch(q.name) and q.is_file() for q in items.iterdir())
+
+
+def _check_location(out: Path) -> None:
+    """AnalysisError unless ``out`` can be created: no regular file on its path, and its nearest
+    existing ancestor a directory in which a directory can be made (tried, then removed: the
+    permission bits do not tell for root, a read-only mount or /proc)."""
+    anc = out.parent
+    while not anc.exists():
+        if anc.is_symlink():  # a dangling link: mkdir would fail on it
+            raise AnalysisError(f"cannot create {out}: {anc} is a broken symbolic link")
+        anc = anc.parent
+    if not anc.is_dir():
+        raise AnalysisError(f"cannot create {out}: {anc} is a file, not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".infodecomp-probe-", dir=anc))
+    except OSError as err:
+        raise AnalysisError(f"cannot create {out}: {anc} is not writable ({err.strerror})") from None
+
+
+def check_output(out: str | Path, overwrite: bool = False, *, resume: bool = False) -> Path:
+    """``out`` as a Path if an analysis may write it; otherwise AnalysisError (one line).
+
+    The one rule for every writing subcommand (checked before torch loads and again just
+    before the move into place): a free path, an empty directory, or, with ``overwrite``, a
+    directory infodecomp wrote (:func:`is_infodecomp_output`). A regular file, a symbolic link
+    or a directory holding anything else is never replaced. With ``resume`` (COCO-IT
+    localization), an interrupted run of its own (``items/`` without ``report.json``) continues
+    without ``overwrite``.
+    """
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise AnalysisError(f"{out} already holds a report; pass --overwrite to replace it")
+    if out.is_symlink():
+        raise AnalysisError(f"{out} is a symbolic link; infodecomp will not replace it; choose another --out")
+    if out.exists() and not out.is_dir():
+        raise AnalysisError(f"{out} is a file infodecomp did not write and will not be replaced; choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        if not is_infodecomp_output(out):
+            raise AnalysisError(f"{out} holds files infodecomp did not write and will not be replaced; "
+                                "choose another --out")
+        resumable = resume and (out / "items").is_dir() and not (out / "report.json").exists()
+        if not overwrite and not resumable:
+            raise AnalysisError(f"{out} holds an infodecomp report; pass --overwrite to replace it")
+    _check_location(out)
     return out
 
 
-def write_atomically(out: str | Path, fill: Callable[[Path], T], *, overwrite: bool = False,
+def mark_output(directory: str | Path, subcommand: str) -> None:
+    """Write :data:`MARKER` into an output directory: which subcommand wrote it, when, and with
+    which version."""
+    from infodecomp import __version__
+
+    info = {"tool": "infodecomp", "subcommand": subcommand, "version": __version__,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    (Path(directory) / MARKER).write_text(json.dumps(info) + "\n")
+
+
+def write_atomically(out: str | Path, fill: Callable[[Path], T], *, subcommand: str, overwrite: bool = False,
                      keep_partial: bool = False) -> T:
-    """Run ``fill(partial)`` and move the finished directory to ``out``.
+    """Run ``fill(partial)`` and move the finished directory, marked as ``subcommand``'s
+    (:func:`mark_output`), to ``out``.
 
     The directory is assembled in :func:`partial_dir` (ordinary permissions). On an error or an
     interrupt it is removed, unless ``keep_partial`` (a ``fill`` that resumes from what it finds
     there); a SIGKILL leaves it behind, and the next run starts from it or clears it. ``out``
-    itself only changes once everything is written. Raises AnalysisError if ``out`` already
-    holds files and ``overwrite`` is false.
+    itself only changes once everything is written. Raises AnalysisError if ``out`` may not be
+    written (:func:`check_output`).
     """
-    out = check_writable(out, overwrite)
+    out = check_output(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_dir(out)
     if tmp.exists() and not keep_partial:
         shutil.rmtree(tmp)
     tmp.mkdir(exist_ok=True)
     try:
+        mark_output(tmp, subcommand)
         result = fill(tmp)
     except BaseException:
         if not keep_partial:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+    check_output(out, overwrite)  # again: the analysis may have taken hours
     if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
+        shutil.rmtree(out)
     os.replace(tmp, out)
     return result
 
@@ -150,3 +245,14 @@ def analysis_run(out: Path, job_type: str, config: Mapping[str, Any]) -> Any:
 
     mode = "online" if wandb_credentials_available() else "offline"
     return wandb.init(project="infodecomp", job_type=job_type, dir=str(out), mode=mode, config=dict(config))
+
+
+def md_row(cells: Sequence[Any]) -> str:
+    """One row of a markdown table; a ``|`` inside a cell (``I(x; shape | rest)``) is escaped so
+    that it does not split the cell."""
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def md_head(columns: Sequence[str]) -> list[str]:
+    """The header row and the separator of a markdown table."""
+    return [md_row(columns), "|" + "---|" * len(columns)]

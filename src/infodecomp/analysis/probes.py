@@ -39,7 +39,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from infodecomp.analysis.common import AnalysisError, analysis_run, load_run, write_atomically
+from infodecomp.analysis.common import (
+    AnalysisError,
+    analysis_run,
+    check_output,
+    load_run,
+    mark_output,
+    md_head,
+    md_row,
+    write_atomically,
+)
 from infodecomp.interface import CaptionedWorld
 from infodecomp.probes.runners import (
     PROBES,
@@ -113,10 +122,11 @@ def _sd_image(model: StableDiffusionModel, path: str | Path) -> Tensor:
 
 # ---- writing -------------------------------------------------------------------------------------
 
-def write_report(out: str | Path, compute: Callable[[Path], dict], *, overwrite: bool = False,
+def write_report(out: str | Path, compute: Callable[[Path], dict], *, subcommand: str, overwrite: bool = False,
                  wandb: bool = False) -> Path:
     """Run ``compute(directory)`` (a probe; its input errors are ValueErrors) and write its
-    ``report.json`` and ``summary.md`` next to the figures it saved, atomically."""
+    ``report.json`` and ``summary.md`` next to the figures it saved, atomically, as
+    ``subcommand``'s output."""
     def fill(tmp: Path) -> dict:
         start = time.perf_counter()
         try:
@@ -130,7 +140,7 @@ def write_report(out: str | Path, compute: Callable[[Path], dict], *, overwrite:
         return result
 
     out = Path(out)
-    result = write_atomically(out, fill, overwrite=overwrite)
+    result = write_atomically(out, fill, subcommand=subcommand, overwrite=overwrite)
     if wandb:
         log_probe_to_wandb(out, result)
     return out
@@ -161,18 +171,42 @@ def run_probe(
     s = settings or ProbeSettings()
     if s.n_items < 4:
         raise AnalysisError(f"need at least 4 items, got {s.n_items}")
+    if s.words and probe not in ("heatmap", "pid"):
+        raise AnalysisError(f"the {probe} probe takes no words; only heatmap and pid do")
     model, dm, ckpt, cfg = load_text_run(run, config)
     source = {"checkpoint": str(ckpt), "config": str(cfg)}
+    scenes = held_out_scenes(dm, s.n_items, s.seed) if aro is None else None
+    analysis = ANALYSES[probe]
+    if probe == "heatmap" and s.words:  # checked before anything is written
+        per_caption = heatmap_words(scenes.captions, s.words, model.max_words)
+
+        def analysis(model: TextModel, scenes: Scenes, s: ProbeSettings) -> ProbeResult:
+            return probe_heatmap(model, scenes, s, words=per_caption)
 
     def compute(tmp: Path) -> dict:
         if aro is not None:
             res = probe_aro(model, aro[0], Path(aro[1]), s)
             return _report(probe, res, tmp, s, res.values["count"], **source)
-        scenes = held_out_scenes(dm, s.n_items, s.seed)
-        return _report(probe, ANALYSES[probe](model, scenes, s), tmp, s, scenes.x.shape[0], **source)
+        return _report(probe, analysis(model, scenes, s), tmp, s, scenes.x.shape[0], **source)
 
     return write_report(Path(out) if out is not None else Path("outputs") / "probes" / probe, compute,
-                        overwrite=overwrite, wandb=wandb)
+                        subcommand=probe, overwrite=overwrite, wandb=wandb)
+
+
+def heatmap_words(captions: Sequence[str], words: Sequence[str | int], max_words: int | None) -> list[list[str]]:
+    """Per caption, the wanted words it holds (the held-out captions differ: a colour or shape
+    is in some and not in others). AnalysisError naming the captions' words for a word that
+    none of them holds, so that ``--words`` either restricts the maps or is refused."""
+    from infodecomp.probes.text import caption_words
+
+    parsed = [caption_words(c, max_words) for c in captions]
+    vocabulary = sorted({w for ws in parsed for w in ws})
+    wanted = [str(w) for w in words]
+    unknown = [w for w in wanted if w not in vocabulary]
+    if unknown:
+        raise AnalysisError(f"--words {' '.join(unknown)}: not a word of the held-out captions (their words: "
+                            f"{' '.join(vocabulary)})")
+    return [[w for w in wanted if w in ws] for ws in parsed]
 
 
 # ---- a Stable-Diffusion pipeline (--model) -------------------------------------------------------
@@ -190,7 +224,7 @@ def heatmap(model_dir: str | Path, image: str | Path, prompt: str, out: str | Pa
         return _report("heatmap", res, tmp, s, 1, model=str(model_dir), image_path=str(image), prompt=prompt,
                        latent_shape=list(model.image_shape))
 
-    return write_report(out, compute, overwrite=overwrite)
+    return write_report(out, compute, subcommand="heatmap", overwrite=overwrite)
 
 
 def pid(model_dir: str | Path, image: str | Path, prompt: str, out: str | Path, *,
@@ -207,7 +241,7 @@ def pid(model_dir: str | Path, image: str | Path, prompt: str, out: str | Path, 
         return _report("pid", res, tmp, s, 1, model=str(model_dir), image_path=str(image), prompt=prompt,
                        latent_shape=list(model.image_shape))
 
-    return write_report(out, compute, overwrite=overwrite)
+    return write_report(out, compute, subcommand="pid", overwrite=overwrite)
 
 
 def compositional(model_dir: str | Path, aro_root: str | Path, aro_set: str, out: str | Path, *,
@@ -221,7 +255,7 @@ def compositional(model_dir: str | Path, aro_root: str | Path, aro_set: str, out
         res = probe_aro(model, aro_set, Path(aro_root), s, image_shape=(3, size, size))
         return _report("compositional", res, tmp, s, res.values["count"], model=str(model_dir))
 
-    return write_report(out, compute, overwrite=overwrite)
+    return write_report(out, compute, subcommand="compositional", overwrite=overwrite)
 
 
 def intervene(model_dir: str | Path, image: str | Path, prompt: str, word: str, out: str | Path, *,
@@ -240,7 +274,7 @@ def intervene(model_dir: str | Path, image: str | Path, prompt: str, word: str, 
         return _report("intervene", res, tmp, s, 1, model=str(model_dir), image_path=str(image), prompt=prompt,
                        word=word)
 
-    return write_report(out, compute, overwrite=overwrite)
+    return write_report(out, compute, subcommand="intervene", overwrite=overwrite)
 
 
 # ---- localize (COCO-IT, dataset scale) -----------------------------------------------------------
@@ -406,9 +440,7 @@ def localize(model_dir: str | Path, coco: str | Path, csv_path: str | Path, out:
     import pytorch_lightning as pl
 
     s = settings or ProbeSettings()
-    out = Path(out)
-    if (out / "report.json").is_file() and not overwrite:
-        raise AnalysisError(f"{out} already holds a finished report; pass --overwrite to replace it")
+    out = check_output(out, overwrite, resume=True)
     rows = read_coco_it(csv_path)[: s.n_items]
     coco = Path(coco)
     masks = CocoMasks(coco / "annotations" / "instances_val2017.json")
@@ -417,6 +449,8 @@ def localize(model_dir: str | Path, coco: str | Path, csv_path: str | Path, out:
     if overwrite and out.exists() and int(os.environ.get("LOCAL_RANK", "0")) == 0:
         shutil.rmtree(out)
     items_dir.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        mark_output(out, "localize")
     done = {int(p.stem) for p in items_dir.glob("*.pt")}
     dataset = COCOItems(rows, coco, masks, model.image_size(), done)
     start = time.perf_counter()
@@ -470,23 +504,23 @@ def render_pid_probe(r: Mapping[str, Any]) -> list[str]:
     lines = [f"## Partial information decomposition of words {r['words'][0]!r} and {r['words'][1]!r} "
              f"(nats; given {given}; measure `{r['measure']}`)", ""]
     has_oracle = "atoms_oracle" in r
-    head = "| quantity | model | exact denoiser, same draws | model − exact |" if has_oracle else "| quantity | model |"
-    lines += [head, "|---|---|---|---|" if has_oracle else "|---|---|"]
+    lines += md_head(["quantity", "model", "exact denoiser, same draws", "model − exact"] if has_oracle
+                     else ["quantity", "model"])
     for key, label in PID_ROWS:
         m = r["atoms"][key]
-        row = f"| {label} | {_pm(m['mean'], m['se'])} |"
+        row = [label, _pm(m["mean"], m["se"])]
         if has_oracle:
             o, d = r["atoms_oracle"][key], r["atoms_minus_oracle"][key]
-            row += f" {_pm(o['mean'], o['se'])} | {_pm(d['mean'], d['se'])} |"
-        lines.append(row)
+            row += [_pm(o["mean"], o["se"]), _pm(d["mean"], d["se"])]
+        lines.append(md_row(row))
     lines.append("")
     if r.get("weaker"):
         lines += [f"The minimum-MI measure takes R from word {r['weaker']}, the one with less information.", ""]
     if "mass_in_word_objects" in r:
-        lines += ["| atom | map share inside word 1's object | inside word 2's object |", "|---|---|---|"]
+        lines += md_head(["atom", "map share inside word 1's object", "inside word 2's object"])
         for a, per in r["mass_in_word_objects"].items():
             cells = [f"{_pm(v['mean'], v['se'], 100, 1)}% ({v['n']})" if v["n"] else "—" for v in per.values()]
-            lines.append(f"| {a} | {' | '.join(cells)} |")
+            lines.append(md_row([a, *cells]))
         lines.append("")
     lines += [f"Denoiser calls per image: {r['nfe_per_image']} (four conditions per draw, one forward).", ""]
     return lines
@@ -509,47 +543,47 @@ def render_summary(r: Mapping[str, Any]) -> str:
     if p == "heatmap":
         if "mass_in_mask" in r:
             lines += ["## Share of each word's map inside its object's mask", "",
-                      "| word type | CMI map | MI map | exact CMI map (same draws) | words |", "|---|---|---|---|---|"]
+                      *md_head(["word type", "CMI map", "MI map", "exact CMI map (same draws)", "words"])]
             for t in ("colour", "shape"):
                 c, m = r["mass_in_mask"][f"cmi/{t}"], r["mass_in_mask"][f"mi/{t}"]
                 o = r["mass_in_mask"].get(f"oracle cmi/{t}")
                 exact = f"{_pm(o['mean'], o['se'], 100, 1)}%" if o else "n/a"
-                lines.append(f"| {t} | {_pm(c['mean'], c['se'], 100, 1)}% | {_pm(m['mean'], m['se'], 100, 1)}% | "
-                             f"{exact} | {c['n']} |")
+                lines.append(md_row([t, f"{_pm(c['mean'], c['se'], 100, 1)}%", f"{_pm(m['mean'], m['se'], 100, 1)}%",
+                                     exact, c["n"]]))
             lines.append("")
         lines += ["## Information of each word (nats, the sum of its map)", "",
-                  "| word | CMI | MI | occurrences |", "|---|---|---|---|"]
+                  *md_head(["word", "CMI", "MI", "occurrences"])]
         for w, c in r["cmi_per_word"].items():
             m = r["mi_per_word"][w]
-            lines.append(f"| {w} | {_pm(c['mean'], c['se'])} | {_pm(m['mean'], m['se'])} | {c['n']} |")
+            lines.append(md_row([w, _pm(c["mean"], c["se"]), _pm(m["mean"], m["se"]), c["n"]]))
         lines += ["", f"Denoiser calls per image: {r['nfe_per_image']}.", ""]
     elif p == "compositional" and "aro_set" in r:
         lines += [f"## {r['aro_set']}: accuracy of the true caption among {r['candidates']} (chance "
-                  f"{100 * r['chance']:.0f}%)", "", "| score | accuracy | items |", "|---|---|---|"]
+                  f"{100 * r['chance']:.0f}%)", "", *md_head(["score", "accuracy", "items"])]
         for k, v in r["accuracy"].items():
-            lines.append(f"| {k} | {_pm(v, r['se'][k], 100, 1)}% | {r['count']} |")
+            lines.append(md_row([k, f"{_pm(v, r['se'][k], 100, 1)}%", r["count"]]))
         lines.append("")
     elif p == "compositional":
         lines += ["## Accuracy of the true caption against each perturbation (chance 50%)", "",
-                  "| perturbation | orthogonal i_o | denoising loss (= standard i_s) | items |", "|---|---|---|---|"]
+                  *md_head(["perturbation", "orthogonal i_o", "denoising loss (= standard i_s)", "items"])]
         for k, acc in r["accuracy"].items():
-            lines.append(f"| {k} | {_pm(acc['orthogonal'], r['se'][k]['orthogonal'], 100, 1)}% | "
-                         f"{_pm(acc['denoising'], r['se'][k]['denoising'], 100, 1)}% | {r['count'][k]} |")
+            lines.append(md_row([k, f"{_pm(acc['orthogonal'], r['se'][k]['orthogonal'], 100, 1)}%",
+                                 f"{_pm(acc['denoising'], r['se'][k]['denoising'], 100, 1)}%", r["count"][k]]))
         lines.append("")
     elif p == "localize":
         lines += [f"## Localization of object words (mIoU, threshold calibrated on {r['n_calibration']} items, "
-                  f"tested on {r['n_test']})", "", "| method | mIoU | threshold |", "|---|---|---|"]
+                  f"tested on {r['n_test']})", "", *md_head(["method", "mIoU", "threshold"])]
         for m, v in r["miou"].items():
-            lines.append(f"| {m} | {_pm(v, r['se'][m])} | {r['thresholds'][m]:.2f} |")
+            lines.append(md_row([m, _pm(v, r["se"][m]), f"{r['thresholds'][m]:.2f}"]))
         lines.append("")
     elif p == "intervene":
         if len(r["edited_captions"]) == 1:
             lines += [f"Edited prompt: {r['edited_captions'][0]!r}", ""]
         lines += [f"## Pixel change after each edit ({r['edit']} one word) against each map (Pearson r, "
-                  "bootstrap SE)", "", "| map | pixel level | image level |", "|---|---|---|"]
+                  "bootstrap SE)", "", *md_head(["map", "pixel level", "image level"])]
         for m in r["pixel"]:
-            lines.append(f"| {m} | {_pm(r['pixel'][m]['value'], r['pixel'][m]['se'])} | "
-                         f"{_pm(r['image'][m]['value'], r['image'][m]['se'])} |")
+            lines.append(md_row([m, _pm(r["pixel"][m]["value"], r["pixel"][m]["se"]),
+                                 _pm(r["image"][m]["value"], r["image"][m]["se"])]))
         lines.append("")
     elif p == "pid":
         lines += render_pid_probe(r)

@@ -31,8 +31,11 @@ import pytorch_lightning as pl
 
 from infodecomp.analysis.common import (
     AnalysisError,
-    check_writable,
+    check_output,
+    default_output,
     load_run,
+    md_head,
+    md_row,
     partial_dir,
     write_atomically,
 )
@@ -119,8 +122,10 @@ def make_report(
     settings: ReportSettings | None = None, progress: bool = True, wandb: bool = False, accelerator: str = "auto",
     devices: int = 1, name: str = "report",
 ) -> Path | None:
-    """Analyse a run and write its report directory (default ``<run>/<name>``); returns the
-    directory (``None`` on the other processes of a multi-device run)."""
+    """Analyse a run and write its report directory (default ``outputs/reports/<run name>``, or
+    ``outputs/<name>/<run name>`` for another ``name``, under the working directory:
+    :func:`~infodecomp.analysis.common.default_output`); returns the directory (``None`` on the
+    other processes of a multi-device run)."""
     s = settings or ReportSettings()
     module, dm, ckpt, cfg_path = load_run(path, config)
     if s.pid_variables:  # the PID step's variables, checked before anything runs
@@ -132,12 +137,12 @@ def make_report(
                                 f"got {list(s.pid_variables)}" + (f" given {given}" if given else "")
                                 + (f" ({unknown} not among them)" if unknown else ""))
     run = cfg_path.parent
-    out = Path(out) if out is not None else run / name
+    out = Path(out) if out is not None else default_output("reports" if name == "report" else name, path)
     if not _is_rank_zero():  # another process of a multi-device report: compute, write nothing
         _validate(module, dm, report_callbacks(s), s, None, progress=False, wandb=False, accelerator=accelerator,
                   devices=devices)
         return None
-    check_writable(out, overwrite)
+    check_output(out, overwrite)
     stat = ckpt.stat()
     key = hashlib.sha1(f"{s.key()} {ckpt.resolve()} {stat.st_size} {stat.st_mtime_ns}".encode()).hexdigest()[:16]
     tmp = partial_dir(out)
@@ -178,7 +183,7 @@ def make_report(
         shutil.rmtree(tmp / "steps", ignore_errors=True)
         return result
 
-    write_atomically(out, fill, overwrite=overwrite, keep_partial=True)
+    write_atomically(out, fill, subcommand=name, overwrite=overwrite, keep_partial=True)
     return out
 
 
@@ -269,28 +274,27 @@ def _history_figure(hist: Mapping[str, tuple[list[int], list[float]]], dm: Any, 
 def render_pid(p: Mapping[str, Any]) -> list[str]:
     """The PID section of a report (:class:`~infodecomp.lightning.callbacks.PIDCallback`'s result)."""
     v1, v2 = p["variables"]
-    given = f" \\| {', '.join(p['given'])}" if p["given"] else ""
+    given = f" | {', '.join(p['given'])}" if p["given"] else ""
     names = {"i1": f"I(x; {v1}{given})", "i2": f"I(x; {v2}{given})", "i12": f"I(x; {v1}, {v2}{given})",
              "redundancy": "R (redundancy)", "unique1": f"U1 (unique to {v1})", "unique2": f"U2 (unique to {v2})",
              "synergy": "S (synergy)"}
     lines = [f"## Partial information decomposition of {v1} and {v2} (nats, measure `{p['measure']}`)", "",
-             "| quantity | estimate ± SE | exact oracle, same draws | model − oracle (paired) | closed form |",
-             "|---|---|---|---|---|"]
+             *md_head(["quantity", "estimate ± SE", "exact oracle, same draws", "model − oracle (paired)",
+                       "closed form"])]
     for row in p["rows"]:
         orc = f"{row['oracle']:.4f}" if row.get("oracle") is not None else "—"
         diff = f"{row['minus_oracle']:+.4f} ± {row['minus_oracle_se']:.4f}" if row.get("minus_oracle") is not None else "—"
         exact = f"{row['truth']:.4f}" if row.get("truth") is not None else "—"
-        lines.append(f"| {names[row['quantity']]} | {row['estimate']:.4f} ± {row['se']:.4f} | {orc} | {diff} | {exact} |")
+        lines.append(md_row([names[row["quantity"]], f"{row['estimate']:.4f} ± {row['se']:.4f}", orc, diff, exact]))
     lines.append("")
     if p.get("mass_in_objects"):
         objects = sorted({k for per in p["mass_in_objects"].values() for k in per})
-        lines += ["| atom | " + " | ".join(f"map share in object {k}" for k in objects) + " |",
-                  "|---|" + "---|" * len(objects)]
+        lines += md_head(["atom", *(f"map share in object {k}" for k in objects)])
         oracle = p.get("oracle_mass_in_objects") or {}
         for atom, per in p["mass_in_objects"].items():
             cells = [f"{100 * per[k][0]:.1f}% ± {100 * per[k][1]:.1f}"
                      + (f" (oracle {100 * oracle[atom][k][0]:.1f}%)" if atom in oracle else "") for k in objects]
-            lines.append(f"| {atom} | " + " | ".join(cells) + " |")
+            lines.append(md_row([atom, *cells]))
         lines += ["", "A share is the atom's positive map mass inside the object; an atom that is zero has "
                   "no meaningful share.", ""]
     lines += [f"{p['n_eval']} items, {p['n_draws']} draws each, {p['nfe']} denoiser calls per item (four "
@@ -311,8 +315,8 @@ def render_markdown(r: Mapping[str, Any]) -> str:
              f"{r.get('devices', 1)} device(s)", ""]
     if r.get("information"):
         lines += ["## Information per conditioning variable (nats)", "",
-                  "| quantity | estimator | estimate ± SE | exact | relative error | oracle, same draws | "
-                  "standard − orthogonal | check |", "|---|---|---|---|---|---|---|---|"]
+                  *md_head(["quantity", "estimator", "estimate ± SE", "exact", "relative error", "oracle, same draws",
+                            "standard − orthogonal", "check"])]
         for row in r["information"]:
             exact = f"{row['truth']:.4f}" if row.get("truth") is not None else "—"
             rel = f"{100 * row['rel_error']:.1f}%" if row.get("rel_error") is not None else "—"
@@ -320,8 +324,8 @@ def render_markdown(r: Mapping[str, Any]) -> str:
             gap = f"{row['gap']:+.4f} ± {row['gap_se']:.4f}" if row.get("gap") is not None else "—"
             bound = f" (bound H = {row['bound']:.3f})" if row.get("bound") is not None else ""
             label = f"I(x; {row['variable']})" if row["kind"] == "mi" else f"I(x; {row['variable']} | rest)"
-            lines.append(f"| {label} | {row['estimator']} | {row['estimate']:.4f} ± {row['se']:.4f} | {exact} | {rel} | "
-                         f"{orc} | {gap} | {row.get('flag', 'ok')}{bound} |")
+            lines.append(md_row([label, row["estimator"], f"{row['estimate']:.4f} ± {row['se']:.4f}", exact, rel, orc,
+                                 gap, f"{row.get('flag', 'ok')}{bound}"]))
         lines += ["", "The orthogonal estimator adds any disagreement between a trained model's conditional and",
                   "unconditional predictions, errors included; the standard one lets errors of similar size",
                   "cancel. The density plot shows at which noise levels the model gains or loses information",
@@ -340,10 +344,10 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         h = r["heatmaps"]
         lines += [f"## Where the information lives ({h['kind'].upper()} maps, {h['n_images']} images)", ""]
         if "mass_in_mask" in h:
-            lines += ["| variable | map mass inside the object (model) | (exact oracle) |", "|---|---|---|"]
+            lines += md_head(["variable", "map mass inside the object (model)", "(exact oracle)"])
             for v, (m, se) in h["mass_in_mask"].items():
                 o = h.get("oracle_mass_in_mask", {}).get(v)
-                lines.append(f"| {v} | {100 * m:.1f}% ± {100 * se:.1f} | {'—' if o is None else f'{100 * o[0]:.1f}%'} |")
+                lines.append(md_row([v, f"{100 * m:.1f}% ± {100 * se:.1f}", "—" if o is None else f"{100 * o[0]:.1f}%"]))
             lines.append("")
             if "oracle_mass_in_mask" in h:
                 lines += ["A variable is told apart where its possible values would draw different pixels: for",
