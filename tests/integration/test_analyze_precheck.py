@@ -113,3 +113,23 @@ def test_help_says_n_draws_is_a_multiple_of_4(capsys) -> None:
             main([sub, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         assert "--n-draws N_DRAWS log-SNR draws per item: a positive multiple of 4" in text, sub
+
+
+@pytest.mark.parametrize("how", ["script", "console"])
+def test_messages_name_the_program_as_called(how: str, tmp_path: Path) -> None:
+    """``python analyze.py`` answers as ``analyze.py``; the installed ``infodecomp-analyze`` as itself."""
+    if how == "script":
+        argv, name = [sys.executable, str(ROOT / "analyze.py")], "analyze.py"
+    else:
+        script = Path(sys.executable).parent / "infodecomp-analyze"
+        if not script.is_file():
+            pytest.skip("infodecomp-analyze is not installed next to this interpreter")
+        argv, name = [str(script)], "infodecomp-analyze"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "src"), "WANDB_MODE": "offline", "HOME": str(tmp_path)}
+    res = subprocess.run([*argv, "report", "no-such-run"], capture_output=True, text=True, cwd=tmp_path, env=env,
+                         timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"{name}: error: checkpoint or run directory not found: no-such-run"
+    res = subprocess.run([*argv, "report", "no-such-run", "--n-ev", "4"], capture_output=True, text=True,
+                         cwd=tmp_path, env=env, timeout=120)
+    assert res.returncode == 2 and res.stderr.startswith(f"{name}: error: unrecognized arguments: --n-ev 4")

@@ -196,9 +196,18 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def program_name(argv: list[str] | None, default: str = "analyze.py") -> str:
+    """The program as the user called it (``infodecomp-analyze`` or ``analyze.py``) when it reads
+    the command line; ``default`` when called from Python with an argument list."""
+    if argv is None and sys.argv and sys.argv[0]:
+        return Path(sys.argv[0]).name
+    return default
+
+
 def main(argv: list[str] | None = None) -> int:
+    prog = program_name(argv)
     # allow_abbrev=False everywhere: a misspelt option (--n-ev) is an error, never taken for another
-    parser = Parser(prog="analyze.py", description=__doc__, allow_abbrev=False,
+    parser = Parser(prog=prog, description=__doc__, allow_abbrev=False,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("report", help="full report of a trained run", allow_abbrev=False)
@@ -282,13 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         precheck(args)
     except AnalysisError as err:
-        print(f"analyze.py: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     if args.command == "pid":
         try:
             out = run_pid(args)
         except AnalysisError as err:
-            print(f"analyze.py: error: {err}", file=sys.stderr)
+            print(f"{prog}: error: {err}", file=sys.stderr)
             return 2
         if out is not None:
             print(f"pid report written to {out}")
@@ -310,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = run_probe(args.command, args.run, args.out, config=args.config, overwrite=args.overwrite,
                                 settings=settings, wandb=args.wandb, aro=aro)
         except AnalysisError as err:
-            print(f"analyze.py: error: {err}", file=sys.stderr)
+            print(f"{prog}: error: {err}", file=sys.stderr)
             return 2
         print(f"{args.command} report written to {out}/summary.md")
         return 0
@@ -322,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         out = make_report(args.run, args.out, config=args.config, overwrite=args.overwrite, settings=settings,
                           wandb=args.wandb, accelerator=args.accelerator, devices=args.devices)
     except AnalysisError as err:
-        print(f"analyze.py: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     if out is not None:  # rank zero of a multi-device report
         print(f"report written to {out}/report.md")
