@@ -203,6 +203,7 @@ class InfoRow:
     gap_se: float | None = None
     bound: float | None = None
     drift: float | None = None
+    drift_se: float | None = None
     baseline: float | None = None
     flag: str = "ok"
 
@@ -227,8 +228,10 @@ BOUND_SES = 3.0
 TOLERANCE_ABS = 0.02
 TOLERANCE_REL = 0.2
 #: an estimate that moved by more than the tolerance over its last ``SETTLE_EVALS`` evaluations
-#: during training is flagged ``not-converged``
+#: during training, and by more than ``DRIFT_SES`` standard errors of that move, is flagged
+#: ``not-converged``
 SETTLE_EVALS = 3
+DRIFT_SES = 3.0
 
 
 def tolerance(estimate: float) -> float:
@@ -299,21 +302,36 @@ def summarise(
     return rows
 
 
-def flag_unsettled(rows: Sequence[InfoRow], history: Mapping[str, Sequence[float]]) -> None:
+def flag_unsettled(rows: Sequence[InfoRow], history: Mapping[str, Sequence[float]],
+                   items: Mapping[str, Sequence[Tensor]] | None = None,
+                   drift_se: Mapping[str, float] | None = None) -> None:
     """Flag ``not-converged`` the rows whose estimate is still moving.
 
     ``history[row.name]`` lists the estimates of the same quantity at successive evaluations
-    during training, the current one last (the callbacks evaluate the same items with the same
-    draws each time, so the differences are model change rather than Monte-Carlo noise). The
-    drift is the change over the last :data:`SETTLE_EVALS` of them. An under-trained model
-    underrates information in both estimators alike, which the consistency gap cannot see; a
-    drift says training has not finished moving the number. Rows already flagged keep their flag.
+    during training, the current one last. The drift is the change over the last
+    :data:`SETTLE_EVALS` of them. An under-trained model underrates information in both
+    estimators alike, which the consistency gap cannot see; a drift says training has not
+    finished moving the number. Rows already flagged keep their flag.
+
+    A drift counts only beyond :data:`DRIFT_SES` of its standard errors (:func:`verdict`). The
+    callbacks evaluate the same items with the same draws each time, so the honest SE is that
+    of the paired per-item difference: ``items[row.name]`` holds the per-item values of (at
+    least) the last :data:`SETTLE_EVALS` evaluations, and the drift becomes the mean and SE of
+    ``last - first`` item by item (the items' Monte-Carlo noise, shared by both, cancels; the
+    SE of each estimate alone, 0.1-0.3 nats in training, would not). Without per-item values,
+    ``drift_se[row.name]`` gives the SE where it is known (the callback logs it with the drift);
+    a row with neither keeps the tolerance alone.
     """
     for row in rows:
         past = history.get(row.name, ())
         if len(past) < SETTLE_EVALS:
             continue
         row.drift = float(past[-1] - past[-SETTLE_EVALS])
+        per_item = (items or {}).get(row.name, ())
+        if len(per_item) >= SETTLE_EVALS and per_item[-1].shape == per_item[-SETTLE_EVALS].shape:
+            row.drift, row.drift_se = mean_and_se(per_item[-1].double() - per_item[-SETTLE_EVALS].double())
+        elif drift_se and drift_se.get(row.name) is not None:
+            row.drift_se = float(drift_se[row.name])
         row.flag = verdict(row)
 
 
@@ -335,7 +353,7 @@ def verdict(row: InfoRow) -> str:
     (a standard-orthogonal gap beyond :data:`GAP_SES` SEs whose :func:`implied_error` exceeds the :func:`tolerance`),
     ``below-baseline`` (a k-NN estimate of the same quantity from the samples, ``row.baseline``,
     above the estimate by more than the tolerance), ``not-converged`` (a drift over training
-    beyond the tolerance), else ``ok``. Checks a row has no number for do not fire."""
+    beyond the tolerance and, where its SE is known, beyond :data:`DRIFT_SES` SEs), else ``ok``. Checks a row has no number for do not fire."""
     if (row.bound is not None and row.estimate - BOUND_SES * row.se > row.bound
             and row.estimate - row.bound > TOLERANCE_ABS):
         return "exceeds-bound"
@@ -343,7 +361,8 @@ def verdict(row: InfoRow) -> str:
         return "model-inconsistent"
     if row.baseline is not None and row.baseline - row.estimate > tolerance(row.estimate):
         return "below-baseline"
-    if row.drift is not None and abs(row.drift) > tolerance(row.estimate):
+    if (row.drift is not None and abs(row.drift) > tolerance(row.estimate)
+            and (row.drift_se is None or abs(row.drift) > DRIFT_SES * row.drift_se)):
         return "not-converged"
     return "ok"
 
@@ -362,9 +381,29 @@ def flag_reason(row: InfoRow) -> str:
                 f"{row.baseline - row.estimate:.3f} more: the model has not learned dependence that is in the "
                 "data (k-NN estimates tend to fall short of the truth, so it is likely low by that much or more)")
     if row.flag == "not-converged":
-        return (f"it moved by {row.drift:+.3f} nats over the last {SETTLE_EVALS} evaluations of training, more than "
-                f"the {tolerance(row.estimate):.3f} nats it should be trusted to: training has not settled it")
+        se = f" ± {row.drift_se:.3f}" if row.drift_se is not None else ""
+        return (f"it moved by {row.drift:+.3f}{se} nats over the last {SETTLE_EVALS} evaluations of training, more "
+                f"than the {tolerance(row.estimate):.3f} nats it should be trusted to: training has not settled it")
     return ""
+
+
+def quantity_label(name: str) -> str:
+    """``mi/v`` -> ``I(x; v)``, ``cmi/v`` -> ``I(x; v | rest)``; an estimator after the first one
+    computed (``mi/v@standard``) is named after it."""
+    base, _, estimator = name.partition("@")
+    kind, variable = base.split("/", 1)
+    label = f"I(x; {variable})" if kind == "mi" else f"I(x; {variable} | rest)"
+    return label + (f" [{estimator}]" if estimator else "")
+
+
+def flag_summary(rows: Sequence[InfoRow], step: int) -> str | None:
+    """One line for the flagged rows of one evaluation (``None`` when every row is ``ok``):
+    ``step 2000: 2 of 12 estimates flagged: I(x; colour) not-converged (why), ...``."""
+    flagged = [r for r in rows if r.flag != "ok"]
+    if not flagged:
+        return None
+    parts = [f"{quantity_label(r.name)} = {r.estimate:.3f} ± {r.se:.3f} {r.flag} ({flag_reason(r)})" for r in flagged]
+    return f"step {step}: {len(flagged)} of {len(rows)} estimates flagged: " + "; ".join(parts)
 
 
 def _add_gaps(rows: list[InfoRow], per_sample: Mapping[str, Tensor], first: str) -> None:

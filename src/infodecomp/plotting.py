@@ -199,6 +199,45 @@ def plot_metric_history(
     return fig
 
 
+def plot_estimate_curves(curves: Mapping[str, Mapping[str, Sequence]], titles: Mapping[str, str] | None = None, *,
+                         ncol: int = 3) -> Figure:
+    """One panel per quantity over training steps: the estimate with its ±1 SE band, the exact value
+    (dashed) and the exact oracle on the same draws (dotted), where known; the local twin of the W&B
+    charts (``infodecomp.lightning.loggers.curve_chart``). ``curves[name]`` has parallel lists
+    ``step``, ``estimate``, ``se``, ``truth``, ``oracle`` (``None`` where unknown)."""
+    names = list(curves)
+    ncol = max(1, min(ncol, len(names)))
+    nrow = int(np.ceil(len(names) / ncol)) if names else 1
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.6 * nrow), squeeze=False)
+
+    def points(c: Mapping[str, Sequence], field: str) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [(s, v) for s, v in zip(c["step"], c.get(field) or [None] * len(c["step"]), strict=True)
+                 if s is not None and v is not None]
+        return np.array([p[0] for p in pairs], dtype=float), np.array([p[1] for p in pairs], dtype=float)
+
+    for ax, name in zip(axes.flat, names, strict=False):
+        c = curves[name]
+        steps, est = points(c, "estimate")
+        _, se = points(c, "se")
+        ax.plot(steps, est, marker="o", ms=3, color="C0", label="estimate ± SE")
+        if len(se) == len(est):
+            ax.fill_between(steps, est - se, est + se, color="C0", alpha=0.25, lw=0)
+        for field, style, label in (("truth", dict(color="k", ls="--", lw=1), "exact"),
+                                    ("oracle", dict(color="C1", ls=":", marker="s", ms=3), "exact oracle, same draws")):
+            xs, ys = points(c, field)
+            if len(xs):
+                ax.plot(xs, ys, label=label, **style)
+        ax.set_title((titles or {}).get(name, name), fontsize=9)
+        ax.set_xlabel("training step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    if names:
+        axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def plot_sample_grid(samples: Tensor, row_titles: Sequence[str] | None = None, ncol: int = 8) -> Figure:
     """``(R * ncol, C, H, W)`` samples in a grid, one row per condition."""
     nrow = int(np.ceil(samples.shape[0] / ncol))

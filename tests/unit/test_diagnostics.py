@@ -7,13 +7,18 @@ import pytest
 import torch
 
 from infodecomp.evaluation import (
+    DRIFT_SES,
     GAP_SES,
+    SETTLE_EVALS,
     EvalBatch,
     InfoRow,
     flag_reason,
+    flag_summary,
+    flag_unsettled,
     implied_error,
     information_estimates,
     summarise,
+    tolerance,
     verdict,
 )
 from infodecomp.oracles import JointGaussian
@@ -147,3 +152,64 @@ def test_a_report_flags_what_training_left_moving() -> None:
     flagged = {r["name"]: r for r in _flag_training_drift(rows, hist)}
     assert flagged["mi/y"]["flag"] == "not-converged" and flagged["mi/y"]["drift"] == pytest.approx(0.2)
     assert flagged["mi/y@standard"]["flag"] == "ok" and flagged["mi/y@standard"]["drift"] == pytest.approx(0.0)
+
+
+def _evaluations(shifts: list[float], change_sd: float, n: int = 64, seed: int = 0) -> list[torch.Tensor]:
+    """Per-item values of successive evaluations on the same items and draws: each item's value
+    (spread 1.5 nats across items, so each evaluation's SE is about 0.19) moves by ``shift``, plus
+    a per-item change of spread ``change_sd`` (what the model's change does to each item)."""
+    gen = torch.Generator().manual_seed(seed)
+    base = 0.4 + 1.5 * torch.randn(n, generator=gen, dtype=torch.float64)
+    return [base + s + change_sd * torch.randn(n, generator=gen, dtype=torch.float64) for s in shifts]
+
+
+def _drift_row(values: list[torch.Tensor]) -> InfoRow:
+    (row,) = summarise({"mi/y": values[-1]}, 8)
+    flag_unsettled([row], {"mi/y": [float(v.mean()) for v in values]}, {"mi/y": values})
+    return row
+
+
+def test_a_real_drift_is_flagged_though_each_estimate_is_noisy() -> None:
+    """Every item moved by 0.3 nats over the last three evaluations: the paired difference sees it at
+    many SEs, although each estimate alone has an SE of about 0.2 nats."""
+    values = _evaluations([0.0, 0.15, 0.3], change_sd=0.05)
+    row = _drift_row(values)
+    assert row.se > 0.15  # the evaluations' own SEs would hide a 0.3 move (0.3 < 3 * sqrt(2) * 0.19)
+    assert row.drift == pytest.approx(0.3, abs=0.02) and row.drift_se < 0.02
+    assert row.flag == "not-converged"
+    assert f"+{row.drift:.3f} ± {row.drift_se:.3f} nats" in flag_reason(row)
+
+
+def test_a_move_within_three_paired_ses_is_not_flagged_though_it_exceeds_the_tolerance() -> None:
+    """A move of the mean beyond the nats tolerance that the per-item changes do not support (their
+    paired SE is large) is noise: ``ok``. The tolerance alone (the rule before) flagged it."""
+    values = _evaluations([0.0, 0.0, 0.1], change_sd=1.0)
+    row = _drift_row(values)
+    assert abs(row.drift) > tolerance(row.estimate)
+    assert abs(row.drift) < DRIFT_SES * row.drift_se
+    assert row.flag == "ok"
+    row.drift_se = None  # the same drift without its SE: the old rule
+    assert verdict(row) == "not-converged"
+
+
+def test_the_drift_needs_settle_evals_and_takes_a_logged_se() -> None:
+    """Fewer than SETTLE_EVALS evaluations: no drift. Without per-item values (the report reads the
+    curves of metrics.csv) the SE logged with the drift counts instead."""
+    values = _evaluations([0.0, 0.3], change_sd=0.05)
+    assert _drift_row(values).drift is None
+    for se, flag in ((0.01, "not-converged"), (0.2, "ok")):
+        row = InfoRow("mi/y", "y", "mi", 0.7, 0.2, 8, 64)
+        flag_unsettled([row], {"mi/y": [0.4] * (SETTLE_EVALS - 1) + [0.7]}, drift_se={"mi/y": se})
+        assert row.drift == pytest.approx(0.3) and row.drift_se == se and row.flag == flag
+
+
+def test_one_summary_line_for_the_flagged_estimates_of_an_evaluation() -> None:
+    rows = [InfoRow("mi/colour", "colour", "mi", 0.9, 0.1, 8, 64, drift=0.4, drift_se=0.05, flag="not-converged"),
+            InfoRow("cmi/shape@standard", "shape", "cmi", 1.5, 0.1, 8, 64, bound=1.0986, estimator="standard",
+                    flag="exceeds-bound"),
+            InfoRow("mi/shape", "shape", "mi", 1.0, 0.1, 8, 64)]
+    line = flag_summary(rows, 2000)
+    assert "\n" not in line
+    assert line.startswith("step 2000: 2 of 3 estimates flagged: I(x; colour) = 0.900 ± 0.100 not-converged (it moved")
+    assert "I(x; shape | rest) [standard] = 1.500 ± 0.100 exceeds-bound (it is above the bound" in line
+    assert flag_summary(rows[2:], 2000) is None

@@ -40,6 +40,7 @@ from infodecomp.analysis.common import (
     write_atomically,
 )
 from infodecomp.evaluation import (
+    DRIFT_SES,
     SETTLE_EVALS,
     TOLERANCE_ABS,
     TOLERANCE_REL,
@@ -159,8 +160,8 @@ def make_report(
         todo = {name: cb for name, cb in steps.items() if name not in done}
         if done:
             log.warning("resuming the report in %s: %s already done", tmp, ", ".join(done))
-        _validate(module, dm, todo, s, tmp, progress=progress, wandb=wandb, accelerator=accelerator,
-                        devices=devices)
+        wb = _validate(module, dm, todo, s, tmp, progress=progress, wandb=wandb, accelerator=accelerator,
+                       devices=devices)
         result: dict[str, Any] = {"model": module.hparams["backbone"]["class_path"], "checkpoint": str(ckpt),
                                   "config": str(cfg_path), "devices": devices, "settings": asdict(s),
                                   "figures": {}}
@@ -177,6 +178,9 @@ def make_report(
             if result.get("information"):
                 result["information"] = _flag_training_drift(result["information"], hist)
         result["seconds"] = time.perf_counter() - start
+        if wb is not None:  # what a training run shows on W&B, for the report's numbers
+            _publish_wandb(wb.experiment, result, hist)
+            wb.experiment.finish()
         (tmp / "report.json").write_text(json.dumps(result, indent=2, default=float))
         (tmp / "report.md").write_text(render_markdown(result))
         (tmp / "settings.json").unlink()
@@ -188,8 +192,9 @@ def make_report(
 
 
 def _validate(module: Any, dm: Any, steps: Mapping[str, Any], s: ReportSettings, tmp: Path | None, *,
-              progress: bool, wandb: bool, accelerator: str, devices: int) -> None:
-    """Run the steps' callbacks under ``Trainer.validate``; each finished step is saved in ``tmp``."""
+              progress: bool, wandb: bool, accelerator: str, devices: int) -> Any:
+    """Run the steps' callbacks under ``Trainer.validate``; each finished step is saved in ``tmp``.
+    Returns the W&B logger (its run still open, for :func:`_publish_wandb`) or ``None``."""
     callbacks: list[pl.Callback] = []
     for name, cb in steps.items():
         cb.progress, cb.figure_dir = progress, tmp  # each step shows its own progress bar
@@ -203,8 +208,31 @@ def _validate(module: Any, dm: Any, steps: Mapping[str, Any], s: ReportSettings,
                          logger=logger, callbacks=callbacks, enable_checkpointing=False, enable_model_summary=False,
                          enable_progress_bar=False, default_root_dir=str(tmp or "."))
     trainer.validate(module, datamodule=dm, verbose=False)
-    if logger:
-        logger.experiment.finish()
+    return logger or None
+
+
+def _publish_wandb(run: Any, result: Mapping[str, Any], hist: Mapping[str, tuple[list[int], list[float]]]) -> None:
+    """The report's final numbers and flags in the run summary, and the charts of the training
+    curves (metrics.csv), through the functions a training run uses."""
+    from infodecomp.evaluation import quantity_label
+    from infodecomp.lightning.loggers import log_curve_charts, publish_final
+
+    publish_final(run, information=result.get("information") or [], pid=(result.get("pid") or {}).get("rows", []))
+
+    def column(key: str, steps: list[int]) -> list[float | None]:  # a curve's values at these steps
+        by_step = dict(zip(*hist.get(key, ([], [])), strict=True))
+        return [by_step.get(t) for t in steps]
+
+    curves = {}
+    for key, (steps, values) in hist.items():
+        if (m := re.match(r"^val/(c?mi)/(.+)$", key)):
+            kind, v = m.groups()
+            curves[f"{kind}/{v}"] = {"step": steps, "estimate": values, "se": column(f"val/{kind}_se/{v}", steps),
+                                     "truth": column(f"val/{kind}_true/{v}", steps),
+                                     "oracle": column(f"val/{kind}_oracle/{v}", steps)}
+    if curves:
+        log_curve_charts(run, curves, {n: f"{quantity_label(n)} (nats)" for n in curves},
+                         step=max(max(c["step"]) for c in curves.values()))
 
 
 class StepSaver(pl.Callback):
@@ -224,7 +252,7 @@ class StepSaver(pl.Callback):
             os.replace(part, path)
 
 
-_INFO_CURVE = re.compile(r"^val/c?mi(?:_(?:standard|orthogonal))?/")
+_INFO_CURVE = re.compile(r"^val/c?mi(?:_(?:standard|orthogonal))?(?:_(?:se|true|oracle|drift_se))?/")
 
 
 def _flag_training_drift(rows: list[dict], hist: Mapping[str, tuple[list[int], list[float]]]) -> list[dict]:
@@ -233,13 +261,21 @@ def _flag_training_drift(rows: list[dict], hist: Mapping[str, tuple[list[int], l
     info = [InfoRow(**r) for r in rows]
     keys = {r.name: f"val/{r.kind}/{r.variable}" if "@" not in r.name else f"val/{r.kind}_{r.estimator}/{r.variable}"
             for r in info}
-    flag_unsettled(info, {name: hist[key][1] for name, key in keys.items() if key in hist})
+    # the SE the callback logged with the drift at the last evaluation (the drift is the same number)
+    drift_se = {}
+    for name, key in keys.items():
+        kind, _, variable = key.removeprefix("val/").partition("/")
+        se_key = f"val/{kind}_drift_se/{variable}"
+        if key in hist and se_key in hist and hist[se_key][0][-1] == hist[key][0][-1]:
+            drift_se[name] = hist[se_key][1][-1]
+    flag_unsettled(info, {name: hist[key][1] for name, key in keys.items() if key in hist}, drift_se=drift_se)
     return [r.to_dict() for r in info]
 
 
 def read_history(run: Path) -> dict[str, tuple[list[int], list[float]]]:
     """``{metric: (steps, values)}`` of the information curves in metrics.csv: ``val/mi/*``,
-    ``val/cmi/*`` and those of the other estimators (``val/mi_standard/*``, ...)."""
+    ``val/cmi/*`` and those of the other estimators (``val/mi_standard/*``, ...), with their SEs,
+    exact values, oracles and drift SEs (``val/mi_se/*``, ``val/mi_true/*``, ...)."""
     path = run / "metrics.csv"
     if not path.is_file():
         return {}
@@ -334,8 +370,8 @@ def render_markdown(r: Mapping[str, Any]) -> str:
                   "so a gap of more than 4 SE whose implied error (the gap if positive, under-fit; half of it if",
                   "negative, noise) exceeds the tolerance is flagged `model-inconsistent`; an estimate more than 3 SE",
                   f"and {TOLERANCE_ABS} nats above the condition's entropy (which bounds it) is flagged `exceeds-bound`,",
-                  f"and one that moved by more than the tolerance over the last {SETTLE_EVALS} evaluations of training",
-                  "is flagged `not-converged`.",
+                  f"and one that moved by more than the tolerance and {DRIFT_SES:.0f} SE (item by item, same draws) over the",
+                  f"last {SETTLE_EVALS} evaluations of training is flagged `not-converged`.",
                   f"The gap and the drift count only beyond max({TOLERANCE_ABS} nats, {100 * TOLERANCE_REL:.0f}% of "
                   "the estimate). None of these checks needs ground truth.",
                   ""]

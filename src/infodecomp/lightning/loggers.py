@@ -1,5 +1,6 @@
-"""Loggers: W&B that goes offline by itself when no credentials are configured, and a resumed
-run's CSV metrics kept whole."""
+"""Loggers: W&B that goes offline by itself when no credentials are configured, what every W&B
+run of infodecomp shows (axes, charts, summary; training and ``analyze.py report --wandb`` alike),
+and a resumed run's CSV metrics kept whole."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import csv
 import logging
 import netrc
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,73 @@ def wandb_credentials_available() -> bool:
     return any("wandb" in host for host in hosts)
 
 
+#: one quantity over training, as the evaluation callbacks keep it: parallel lists, one entry per
+#: evaluation (``None`` where a value is unknown, e.g. no exact value for this data)
+CURVE_FIELDS = ("step", "estimate", "se", "truth", "oracle")
+
+
+def prepare_wandb_run(run: Any) -> None:
+    """What every infodecomp W&B run declares when it starts: every ``val/*`` quantity plots
+    against ``trainer/global_step`` (the x-axis of the charts of :func:`log_curve_charts`), not
+    against W&B's own call counter."""
+    run.define_metric("trainer/global_step")
+    run.define_metric("val/*", step_metric="trainer/global_step")
+
+
+def curve_chart(curve: Mapping[str, Sequence[Any]], title: str) -> Any:
+    """A W&B line chart (built-in ``wandb/lineseries/v0`` spec, so it renders with no setup) of one
+    quantity over training steps: the estimate, its SE band (estimate ± 1 SE, two lines), the
+    exact value and the exact oracle on the same draws, where known."""
+    import wandb
+
+    xs: list[list[float]] = []
+    ys: list[list[float]] = []
+    keys: list[str] = []
+
+    def series(name: str, values: Sequence[Any]) -> None:
+        points = [(s, float(v)) for s, v in zip(curve["step"], values, strict=True) if s is not None and v is not None]
+        if points:
+            xs.append([p[0] for p in points])
+            ys.append([p[1] for p in points])
+            keys.append(name)
+
+    est, se = curve["estimate"], curve.get("se") or [None] * len(curve["estimate"])
+    series("estimate", est)
+    series("estimate - SE", [e - s if e is not None and s is not None else None for e, s in zip(est, se, strict=True)])
+    series("estimate + SE", [e + s if e is not None and s is not None else None for e, s in zip(est, se, strict=True)])
+    series("exact", curve.get("truth") or [])
+    series("exact oracle, same draws", curve.get("oracle") or [])
+    return wandb.plot.line_series(xs, ys, keys=keys, title=title, xname="trainer/global_step")
+
+
+def log_curve_charts(run: Any, curves: Mapping[str, Mapping[str, Sequence[Any]]], titles: Mapping[str, str],
+                     step: int) -> None:
+    """One chart per quantity, ``charts/<name>`` (e.g. ``charts/mi/shape``), of its whole curve so far:
+    logged again at each evaluation, so the run shows the latest curve."""
+    charts = {f"charts/{name}": curve_chart(c, titles.get(name, name)) for name, c in curves.items() if c["step"]}
+    if charts:
+        run.log({**charts, "trainer/global_step": step})
+
+
+def publish_final(run: Any, information: Sequence[Mapping[str, Any]] = (),
+                  pid: Sequence[Mapping[str, Any]] = ()) -> None:
+    """The final numbers in the run summary: ``final/<name>`` (estimate), ``final/<name>_se``,
+    ``final/<name>_true``, ``final/<name>_oracle`` and the readable flag ``flag/<name>`` (``"ok"``,
+    ``"not-converged"``, ...), for information rows (``name`` ``mi/shape``, ...) and PID rows
+    (``pid/<quantity>``)."""
+    entries = [(r["name"], r["estimate"], r.get("se"), r.get("truth"), r.get("oracle_estimate"), r.get("flag"))
+               for r in information]
+    entries += [(f"pid/{r['quantity']}", r["estimate"], r.get("se"), r.get("truth"), r.get("oracle"), None)
+                for r in pid]
+    for name, estimate, se, truth, oracle, flag in entries:
+        run.summary[f"final/{name}"] = estimate
+        for suffix, value in (("se", se), ("true", truth), ("oracle", oracle)):
+            if value is not None:
+                run.summary[f"final/{name}_{suffix}"] = value
+        if flag is not None:
+            run.summary[f"flag/{name}"] = flag
+
+
 class AutoWandbLogger(WandbLogger):
     """``WandbLogger`` that runs offline (runs land in ``save_dir/wandb``, syncable later with
     ``wandb sync``) when no credentials are configured or ``WANDB_MODE=offline`` is set."""
@@ -45,9 +114,13 @@ class AutoWandbLogger(WandbLogger):
     def experiment(self) -> Any:
         # the directory is made when the run starts, not when the logger is configured: a run
         # that fails its input checks leaves nothing behind
-        if self._experiment is None and self._save_dir:
+        started = self._experiment is None
+        if started and self._save_dir:
             Path(self._save_dir).mkdir(parents=True, exist_ok=True)
-        return super().experiment
+        run = super().experiment
+        if started and hasattr(run, "define_metric"):
+            prepare_wandb_run(run)
+        return run
 
 
 class ContinueCSVMetrics(Callback):

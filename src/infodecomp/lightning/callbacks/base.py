@@ -156,8 +156,16 @@ class EvaluationCallback(pl.Callback):
         for lg in trainer.loggers:
             lg.log_metrics(clean, step=trainer.global_step)
 
-    def log_figure(self, trainer: pl.Trainer, key: str, fig: Any) -> Path | None:
-        """Save a PNG under ``<run>/figures/`` and send it to W&B / TensorBoard when present."""
+    @staticmethod
+    def wandb_runs(trainer: pl.Trainer) -> list[Any]:
+        """The W&B runs this process logs to (rank zero's; none elsewhere)."""
+        if not trainer.is_global_zero:
+            return []
+        return [lg.experiment for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+
+    def log_figure(self, trainer: pl.Trainer, key: str, fig: Any, what: str | None = None) -> Path | None:
+        """Save a PNG under ``<run>/figures/`` and send it to W&B / TensorBoard when present; the
+        W&B image's caption names the step and ``what`` the figure shows (default: ``key``)."""
         if not trainer.is_global_zero:
             close(fig)
             return None
@@ -172,7 +180,8 @@ class EvaluationCallback(pl.Callback):
             if isinstance(lg, WandbLogger):
                 import wandb
 
-                lg.experiment.log({key: wandb.Image(str(out)), "trainer/global_step": trainer.global_step})
+                caption = f"step {trainer.global_step}: {what or key}"
+                lg.experiment.log({key: wandb.Image(str(out), caption=caption), "trainer/global_step": trainer.global_step})
             elif isinstance(lg, TensorBoardLogger):
                 lg.experiment.add_figure(key, fig, global_step=trainer.global_step)
         close(fig)

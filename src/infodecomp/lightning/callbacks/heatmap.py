@@ -86,4 +86,6 @@ class InfoHeatmapCallback(EvaluationCallback):
             masks=batch.masks[:k].any(dim=1).cpu() if batch.masks is not None else None,
             titles=batch.captions[:k] if batch.captions else None,
         )
-        self.log_figure(trainer, f"val/heatmap/{self.kind}", fig)
+        self.log_figure(trainer, f"val/heatmap/{self.kind}", fig,
+                        what=f"{kind.upper()} maps of " + ", ".join(self.variables) + (" (model, then exact oracle)"
+                                                                                      if oracle_maps else ""))

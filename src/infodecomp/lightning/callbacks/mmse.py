@@ -37,7 +37,7 @@ class MMSECurveCallback(EvaluationCallback):
         se = {k: v.double().std(0) / max(v.shape[0], 1) ** 0.5 for k, v in curves.items()}
         fig = plot_mmse_curves(self.grid, mean, se=se, reference=reference,
                                title=f"MMSE, step {trainer.global_step}")
-        self.log_figure(trainer, "val/mmse_curve", fig)
+        self.log_figure(trainer, "val/mmse_curve", fig, what="MMSE curves, conditional and unconditional")
         rows = [[float(a), *(float(mean[k][i]) for k in mean), float(reference[i])]
                 for i, a in enumerate(self.grid)]
         self.log_table(trainer, "val/mmse_table", ["logsnr", *mean, "gaussian_reference"], rows)

@@ -13,17 +13,25 @@ from torch import Tensor
 from typing_extensions import override
 
 from infodecomp.evaluation import (
+    SETTLE_EVALS,
     EvalBatch,
-    flag_reason,
+    InfoRow,
+    flag_summary,
     flag_unsettled,
     information_density,
     information_estimates,
+    quantity_label,
     subset,
     summarise,
 )
 from infodecomp.interface import ConditionEntropySource, ground_truth_of
 from infodecomp.lightning.callbacks.base import EvaluationCallback, gather_cat
-from infodecomp.plotting import plot_information_bars, plot_information_density
+from infodecomp.lightning.loggers import CURVE_FIELDS, log_curve_charts, publish_final
+from infodecomp.plotting import (
+    plot_estimate_curves,
+    plot_information_bars,
+    plot_information_density,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +49,15 @@ class MutualInformationCallback(EvaluationCallback):
     Checks that need no ground truth go with every estimate (``infodecomp.evaluation``): the
     standard-orthogonal gap ``val/mi_gap/<v>`` with ``val/mi_gap_se/<v>``, the bound
     ``val/mi_bound/<v>`` (the condition's entropy, where it is finite), the drift
-    ``val/mi_drift/<v>`` (change over the last three evaluations of training), and the verdict
-    in the table's ``flag`` column (``ok``, ``model-inconsistent``, ``exceeds-bound``,
-    ``not-converged``), as ``val/mi_flagged/<v>`` (1 when flagged) and as a warning in the log.
+    ``val/mi_drift/<v>`` with ``val/mi_drift_se/<v>`` (change over the last three evaluations of
+    training, paired item by item), and the verdict in the table's ``flag`` column (``ok``,
+    ``model-inconsistent``, ``exceeds-bound``, ``not-converged``), as ``val/mi_flagged/<v>`` (1
+    when flagged) and as one warning line per evaluation that flags anything.
+
+    With W&B, each evaluation also logs a chart ``charts/<kind>/<v>`` of the estimate over
+    training (SE band, exact value, oracle on the same draws); the run summary gets
+    ``final/<kind>/<v>`` (with ``_se``, ``_true``, ``_oracle``) and ``flag/<kind>/<v>``. At the
+    end of training the same curves go to ``<run>/figures/val_information_curves_step*.png``.
 
     Args:
         variables: which conditioning variables (default: all the model takes).
@@ -77,7 +91,12 @@ class MutualInformationCallback(EvaluationCallback):
         self.n_draws, self.variables = n_draws, list(variables) if variables else None
         self.final_rows: list[dict] = []
         self.last_rows: list[dict] = []
+        # per quantity: its estimates over training (the drift; DiffusionMI reads them), its curve
+        # (CURVE_FIELDS: step, estimate, se, truth, oracle; the charts) and the per-item values of
+        # its last SETTLE_EVALS evaluations (the drift's paired SE)
         self.history: dict[str, list[float]] = {}
+        self.curves: dict[str, dict[str, list]] = {}
+        self.items: dict[str, list[Tensor]] = {}
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -111,10 +130,10 @@ class MutualInformationCallback(EvaluationCallback):
         rows = summarise(per_sample, first.nfe, truth=gt, oracle=oracle,
                          logsnr_range=(first.logsnr_range.low, first.logsnr_range.high), estimator=self.estimators[0],
                          bounds=bounds)
-        if trainer.state.fn == TrainerFn.FITTING:  # the drift of an estimate over training
-            for r in rows:
-                self.history.setdefault(r.name, []).append(r.estimate)
-            flag_unsettled(rows, self.history)
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if fitting:  # the drift of an estimate over training
+            self._remember(trainer.global_step, rows, per_sample)
+            flag_unsettled(rows, self.history, self.items)
         metrics = {"val/info_nfe": first.nfe}
         for r in rows:
             kind = f"{r.kind}_{r.estimator}" if "@" in r.name else r.kind
@@ -124,19 +143,24 @@ class MutualInformationCallback(EvaluationCallback):
             metrics[f"val/{kind}_abs_error/{r.variable}"] = r.abs_error
             metrics[f"val/{kind}_oracle/{r.variable}"] = r.oracle_estimate
             metrics[f"val/{kind}_flagged/{r.variable}"] = float(r.flag != "ok")
+            metrics[f"val/{kind}_drift/{r.variable}"] = r.drift
+            metrics[f"val/{kind}_drift_se/{r.variable}"] = r.drift_se
             if "@" not in r.name:  # once per quantity
                 metrics[f"val/{r.kind}_gap/{r.variable}"] = r.gap
                 metrics[f"val/{r.kind}_gap_se/{r.variable}"] = r.gap_se
                 metrics[f"val/{r.kind}_bound/{r.variable}"] = r.bound
-                metrics[f"val/{r.kind}_drift/{r.variable}"] = r.drift
-            if r.flag != "ok" and trainer.is_global_zero:
-                log.warning("%s (%s) of %s = %.3f ± %.3f nats is flagged %s: %s", r.kind.upper(), r.estimator,
-                            r.variable, r.estimate, r.se, r.flag, flag_reason(r))
+        line = flag_summary(rows, trainer.global_step)
+        if line and trainer.is_global_zero:
+            log.warning(line)
         self.log_scalars(trainer, metrics)
         table = [r.to_dict() for r in rows]
         self.log_table(trainer, "val/information_table", list(table[0]),
                        [[v if not isinstance(v, tuple) else list(v) for v in t.values()] for t in table])
-        self.log_figure(trainer, "val/information", plot_information_bars(table, title=f"step {trainer.global_step}"))
+        self.log_figure(trainer, "val/information", plot_information_bars(table, title=f"step {trainer.global_step}"),
+                        what="information per variable (" + ", ".join(self.variables) + ")")
+        if fitting:
+            for run in self.wandb_runs(trainer):
+                log_curve_charts(run, *self.chart_curves(), step=trainer.global_step)
         self.last_rows = table
         self.result = {"information": table, "n_eval": int(per_sample[next(iter(per_sample))].shape[0]),
                        "n_draws": self.n_draws, "variables": list(self.variables)}
@@ -158,29 +182,48 @@ class MutualInformationCallback(EvaluationCallback):
 
         model = curves(pl_module, None)
         oracle = curves(gt.oracle, {k: v[keep.to(v.device)] for k, v in oracle_cond.items()}) if oracle_cond else None
-        self.log_figure(trainer, "val/information_density", plot_information_density(grid, model, oracle))
+        self.log_figure(trainer, "val/information_density", plot_information_density(grid, model, oracle),
+                        what="information density of " + ", ".join(self.variables))
         return {"logsnr": grid.tolist(), "model": {k: v.tolist() for k, v in model.items()},
                 "oracle": {k: v.tolist() for k, v in oracle.items()} if oracle else None}
 
+    def _remember(self, step: int, rows: list[InfoRow], per_sample: dict[str, Tensor]) -> None:
+        """Add this evaluation to each quantity's curve, and keep its per-item values (the last
+        :data:`SETTLE_EVALS` only: ``n_eval`` numbers per quantity, small in a checkpoint)."""
+        for r in rows:
+            self.history.setdefault(r.name, []).append(r.estimate)
+            curve = self.curves.setdefault(r.name, {k: [] for k in CURVE_FIELDS})
+            for k, v in zip(CURVE_FIELDS, (step, r.estimate, r.se, r.truth, r.oracle_estimate), strict=True):
+                curve[k].append(v)
+            self.items[r.name] = [*self.items.get(r.name, []), per_sample[r.name].detach().double().cpu()][-SETTLE_EVALS:]
+
+    def chart_curves(self) -> tuple[dict[str, dict[str, list]], dict[str, str]]:
+        """The curves of the first estimator's quantities and their titles (charts and figure)."""
+        curves = {n: c for n, c in self.curves.items() if "@" not in n}
+        titles = {n: f"{quantity_label(n)} (nats)" for n in curves}
+        return curves, titles
+
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history}
+        return {"history": self.history, "curves": self.curves, "items": self.items}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # a checkpoint from before the curves holds the history alone: the charts start afresh
         self.history = {k: list(v) for k, v in state_dict.get("history", {}).items()}
+        self.curves = {n: {k: list(c[k]) for k in CURVE_FIELDS} for n, c in state_dict.get("curves", {}).items()}
+        self.items = {k: list(v) for k, v in state_dict.get("items", {}).items()}
 
     @override
     def finalize(self, trainer: pl.Trainer) -> None:
-        """The last table becomes the final one: W&B run summary keys ``final/<kind>/<v>``."""
+        """The last table becomes the final one (W&B run summary ``final/...`` and ``flag/...``),
+        and the curves over training a figure in ``<run>/figures``."""
         self.final_rows = table = self.last_rows
         if not trainer.is_global_zero:
             return
-        from pytorch_lightning.loggers import WandbLogger
-
-        for lg in trainer.loggers:
-            if isinstance(lg, WandbLogger):
-                for r in table:
-                    lg.experiment.summary[f"final/{r['name']}"] = r["estimate"]
-                    if r.get("truth") is not None:
-                        lg.experiment.summary[f"final/{r['name']}_true"] = r["truth"]
+        for run in self.wandb_runs(trainer):
+            publish_final(run, information=table)
+        curves, titles = self.chart_curves()
+        if curves:
+            self.log_figure(trainer, "val/information_curves", plot_estimate_curves(curves, titles),
+                            what="estimates over training of " + ", ".join(titles.values()))

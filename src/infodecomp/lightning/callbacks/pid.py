@@ -7,6 +7,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from typing_extensions import override
 
 from infodecomp.estimators.pid import ATOMS, INFORMATION, PID_MEASURES, PIDResult, assemble
@@ -19,7 +20,8 @@ from infodecomp.evaluation import (
 )
 from infodecomp.interface import ground_truth_of
 from infodecomp.lightning.callbacks.base import EvaluationCallback, gather_cat
-from infodecomp.plotting import plot_info_heatmaps
+from infodecomp.lightning.loggers import CURVE_FIELDS, log_curve_charts, publish_final
+from infodecomp.plotting import plot_estimate_curves, plot_info_heatmaps
 
 LABELS = {"redundancy": "R", "unique1": "U1", "unique2": "U2", "synergy": "S"}
 
@@ -34,7 +36,11 @@ class PIDCallback(EvaluationCallback):
     world that knows its atoms (:class:`~infodecomp.tasks.images.PIDWorld`) ``val/pid_true/<atom>``.
     With object masks, ``val/pid_mass/<atom>/<k>`` is the share of the atom's map inside object
     ``k`` (``val/pid_mass_oracle/<atom>/<k>`` for the oracle). A figure ``val/pid_maps`` (image | R | U1 | U2 | S, model then oracle) and the table
-    ``val/pid_table`` go to W&B and to the run directory.
+    ``val/pid_table`` go to W&B and to the run directory. With W&B, each evaluation during training
+    also logs a chart ``charts/pid/<quantity>`` of the estimate over training (SE band, exact
+    value, oracle on the same draws), and the run summary gets ``final/pid/<quantity>`` (with
+    ``_se``, ``_true``, ``_oracle``); at the end of training the same curves go to
+    ``<run>/figures/val_pid_curves_step*.png``.
 
     Args:
         variables: the two conditions (default: the model's first two).
@@ -61,6 +67,7 @@ class PIDCallback(EvaluationCallback):
         self.given: list[str] | str = given if given == "rest" else list(given)
         self.measure, self.n_draws, self.n_images = measure, n_draws, n_images
         self.last: dict[str, Any] = {}
+        self.curves: dict[str, dict[str, list]] = {}  # per quantity, its curve over training (CURVE_FIELDS)
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -140,13 +147,51 @@ class PIDCallback(EvaluationCallback):
             masks=batch.masks[:k].any(dim=1).cpu() if batch.masks is not None else None,
             titles=batch.captions[:k] if batch.captions else None, shared_scale=True,
         )
-        self.log_figure(trainer, "val/pid_maps", fig)
+        self.log_figure(trainer, "val/pid_maps", fig, what=f"PID maps (R, U1, U2, S) of {' and '.join(self.variables)}"
+                        + (f" given {', '.join(self.given)}" if self.given else ""))
+        if trainer.state.fn == TrainerFn.FITTING:
+            for r in rows:
+                curve = self.curves.setdefault(r["quantity"], {k: [] for k in CURVE_FIELDS})
+                for k, v in zip(CURVE_FIELDS, (trainer.global_step, r["estimate"], r["se"], r.get("truth"),
+                                               r.get("oracle")), strict=True):
+                    curve[k].append(v)
+            for run in self.wandb_runs(trainer):
+                log_curve_charts(run, *self.chart_curves(), step=trainer.global_step)
         self.last = self.result = {"pid": {
             "variables": list(self.variables), "given": list(self.given), "measure": self.measure,
             "weaker": model.weaker, "nfe": model.nfe, "n_draws": self.n_draws,
             "n_eval": int(model.information["i1"].n_samples), "rows": rows, "mass_in_objects": mass,
             "oracle_mass_in_objects": oracle_mass,
         }}
+
+    def chart_curves(self) -> tuple[dict[str, dict[str, list]], dict[str, str]]:
+        """Each quantity's curve over training, as ``pid/<quantity>``, and its title."""
+        v1, v2 = self.variables or ("y1", "y2")
+        names = {"i1": f"I(x; {v1})", "i2": f"I(x; {v2})", "i12": f"I(x; {v1}, {v2})", "redundancy": "redundancy",
+                 "unique1": f"unique to {v1}", "unique2": f"unique to {v2}", "synergy": "synergy"}
+        given = f" | {', '.join(self.given)}" if self.given else ""
+        curves = {f"pid/{q}": c for q, c in self.curves.items()}
+        return curves, {f"pid/{q}": f"PID {names.get(q, q)}{given} (nats)" for q in self.curves}
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"curves": self.curves}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.curves = {q: {k: list(c[k]) for k in CURVE_FIELDS} for q, c in state_dict.get("curves", {}).items()}
+
+    @override
+    def finalize(self, trainer: pl.Trainer) -> None:
+        """The final atoms in the W&B run summary, and their curves over training as a figure."""
+        if not trainer.is_global_zero or not self.last:
+            return
+        for run in self.wandb_runs(trainer):
+            publish_final(run, pid=self.last["pid"]["rows"])
+        if self.curves:
+            curves, titles = self.chart_curves()
+            self.log_figure(trainer, "val/pid_curves", plot_estimate_curves(curves, titles, ncol=4),
+                            what="PID estimates over training")
 
     @staticmethod
     def _mass(trainer: pl.Trainer, maps: dict[str, torch.Tensor], masks: torch.Tensor) -> dict:

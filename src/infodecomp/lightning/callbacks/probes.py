@@ -76,7 +76,7 @@ class TextProbeCallback(EvaluationCallback):
             k = min(self.n_images, batch.x.shape[0])
             fig = plot_word_maps(batch.x[:k].cpu(), wm.words[:k], wm.cmi[:k].cpu(), captions=wm.captions[:k],
                                  masks=masks[:k] if masks is not None else None)
-            self.log_figure(trainer, "val/word_heatmaps", fig)
+            self.log_figure(trainer, "val/word_heatmaps", fig, what="CMI maps of each word of " + "; ".join(wm.captions[:k]))
         if "compositional" in self.probes:
             try:
                 shapes_perturbations(batch.captions[0], random.Random(0))

@@ -44,4 +44,5 @@ class SampleGridCallback(EvaluationCallback):
         rows.append(sample_images(pl_module, pl_module.input_shape, None, self.per_row, steps=self.steps,
                                   seed=self.seed, device=pl_module.device))
         titles.append("unconditional")
-        self.log_figure(trainer, "val/samples", plot_sample_grid(torch.cat(rows).cpu(), titles, ncol=self.per_row))
+        self.log_figure(trainer, "val/samples", plot_sample_grid(torch.cat(rows).cpu(), titles, ncol=self.per_row),
+                        what="samples conditioned on " + "; ".join(titles))
