@@ -173,4 +173,4 @@ def test_vector_run_with_the_default_callbacks(tmp_path: Path, caplog: pytest.Lo
     skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert sorted(m.split()[0] for m in skipped) == ["InfoHeatmapCallback", "SampleGridCallback"]
     figures = {p.name.rsplit("_step", 1)[0] for p in (tmp_path / "logs" / "vector" / "version_0" / "figures").iterdir()}
-    assert figures == {"val_information", "val_mmse_curve"}
+    assert figures == {"val_information", "val_information_curves", "val_mmse_curve"}
