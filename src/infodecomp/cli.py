@@ -2,13 +2,21 @@
 
 What this adds to LightningCLI:
 
+* **Presets by name.** ``--config experiment/vector`` (``.yaml`` optional) names a config shipped
+  in the package (:data:`CONFIGS`) from any directory; a clone's ``configs/...`` paths work as
+  they are, and from elsewhere too. ``--help`` and the not-found error list the presets.
 * **Input errors in one line.** A missing config or checkpoint, a bad option, a data root that
-  does not exist, ``batch_size 0``, a checkpoint of another model: ``train.py: error: ...`` on
-  stderr and exit status 2 (the traceback with ``--verbose``). The cheap checks (files named on
-  the command line) run before torch is imported, so they answer at once. Nothing is created
-  by a run that fails its checks: data and model are checked before the trainer writes anything,
-  and a run that fails inside ``fit`` before its first checkpoint removes the empty run
-  directory it made.
+  does not exist, ``batch_size 0``, a checkpoint of another model: ``PROG: error: ...`` on
+  stderr and exit status 2 (the traceback with ``--verbose``), PROG being the command as typed
+  (``train.py``, ``infodecomp-train``). The cheap checks run before torch is imported, so they
+  answer at once: files named on the command line, every config file's YAML and keys
+  (:mod:`infodecomp.config_keys`), ``--trainer.X``/``--model.X`` options (never abbreviated).
+  Nothing is created by a run that fails its checks: data, model (conditions included) and run
+  directories are checked before the trainer writes anything, and a run that fails inside
+  ``fit`` before its first checkpoint removes the empty run directory it made.
+* **Nothing written over.** A new run never writes into an existing run directory (a
+  continuation is asked for with ``--ckpt_path``) or where a file stands; each run directory it
+  makes holds a :data:`MARKER` naming infodecomp as its writer.
 * **Resume is a continuation.** ``--ckpt_path PATH`` (or ``--ckpt_path last``: the newest
   ``last.ckpt`` of this experiment, a fresh start when there is none) continues in the same run
   directory, CSV version and W&B run, with the same step, epoch, optimizer, scheduler, EMA,
@@ -403,7 +411,7 @@ def train_main(args: Sequence[str] | None = None, default_config_files: Sequence
         # allow_abbrev: --trainer.max_step is a typo, not --trainer.max_steps
         parser_kwargs={"default_config_files": [str(p) for p in default_config_files], "exit_on_error": False,
                        "allow_abbrev": False, "prog": prog or Path(sys.argv[0]).name,
-                       "epilog": f"{presets_note()}; they are the files under {CONFIGS}"},
+                       "epilog": f"{presets_note()}; they are the files under {CONFIGS}."},
         save_config_kwargs={"overwrite": True},
     )
     _check_before_fit(cli)
