@@ -332,6 +332,10 @@ def _check_run_dirs(trainer: Any, fresh: bool) -> None:
         blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
         if blocker is not None:
             raise UsageError(f"run directory {path} cannot be made: {blocker} is a file, not a directory")
+    from pytorch_lightning.utilities import rank_zero_only
+
+    # (DDP's other processes start once rank 0 is in fit, and may find its new directory made)
+    fresh = fresh and rank_zero_only.rank == 0
     for path in dirs + explicit:
         if fresh and path.is_dir() and any(path.iterdir()):
             raise UsageError(
