@@ -155,6 +155,31 @@ def check_section(section: str, value: Any, what: str, base: Path | None) -> Non
         raise UsageError(f"{what}: {section} must be a mapping of settings, got a {type(value).__name__}")
     if section in config_keys.SECTION_KEYS:
         _unknown(value, config_keys.SECTION_KEYS[section], f"{what}: {section}")
+    if section == "trainer":
+        _check_output_dirs(value, what)
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The regular file at ``path`` or above it, which keeps a directory from being made there."""
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+
+
+def _check_output_dirs(trainer: dict, what: str) -> None:
+    """The directories a ``trainer:`` section names (loggers' ``save_dir``, ``default_root_dir``,
+    checkpoint ``dirpath``) are not files: caught again, exactly, once the trainer is built
+    (:func:`_check_run_dirs`); here it answers before torch loads."""
+    specs = [s for key in ("logger", "callbacks") for s in _as_list(trainer.get(key)) if isinstance(s, dict)]
+    named = [trainer.get("default_root_dir")]
+    named += [(s.get("init_args") or {}).get(k) for s in specs for k in ("save_dir", "dirpath")]
+    for value in named:
+        if isinstance(value, str) and value:
+            blocker = _file_in_the_way(Path(value))
+            if blocker is not None:
+                raise UsageError(f"{what}: output directory {value} cannot be made: {blocker} is a file, not a directory")
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 def check_config(text: str, what: str, base: Path | None) -> None:
@@ -200,6 +225,12 @@ def precheck(argv: Sequence[str]) -> list[str]:
     """
     argv = list(argv)
     _check_options(argv)
+    paths = ("--trainer.default_root_dir", "--trainer.logger.init_args.save_dir", "--trainer.logger.save_dir")
+    for _, key, value in _option_values(argv, ("--trainer.logger", "--trainer.callbacks", *paths)):
+        if key in paths:
+            _check_output_dirs({"default_root_dir": value}, key)
+        elif value.lstrip().startswith(("{", "[")):
+            _check_output_dirs({key.rpartition(".")[2]: _read_yaml(value, key)}, key)
     for i, key, value in _option_values(argv, ("--config", "-c", "--ckpt_path", "--trainer", "--model", "--data")):
         if key == "--ckpt_path":
             if value not in ("last", "null", "None") and not Path(value).is_file():
@@ -329,7 +360,7 @@ def _check_run_dirs(trainer: Any, fresh: bool) -> None:
     dirs = list(_run_dirs(trainer))
     explicit = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
     for path in dirs + explicit:
-        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        blocker = _file_in_the_way(path)
         if blocker is not None:
             raise UsageError(f"run directory {path} cannot be made: {blocker} is a file, not a directory")
     from pytorch_lightning.utilities import rank_zero_only

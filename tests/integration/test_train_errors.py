@@ -112,10 +112,15 @@ def test_a_run_never_writes_over_what_is_there(workdir: Path, capsys: pytest.Cap
     directory (which overwrote its metrics.csv and config.yaml): one line, exit 2, untouched."""
     (workdir / "inputs" / "runs").write_text("my notes\n")
     logger = {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "inputs/runs"}}
+    assert main([*TINY_VECTOR, "--trainer.logger", json.dumps(logger)]) == 2  # (seen before torch loads)
+    err = capsys.readouterr().err
+    assert err == ("train.py: error: --trainer.logger: output directory inputs/runs cannot be made: "
+                   "inputs/runs is a file, not a directory\n")
+    logger["init_args"] = {"save_dir": "inputs", "name": "runs"}  # (seen once the logger is built)
     assert main([*TINY_VECTOR, "--trainer.logger", json.dumps(logger)]) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("train.py: error:")]
-    assert errors == ["train.py: error: run directory inputs/runs/lightning_logs/version_0 cannot be made: "
+    assert errors == ["train.py: error: run directory inputs/runs/version_0 cannot be made: "
                       "inputs/runs is a file, not a directory"], err[-2000:]
     assert (workdir / "inputs" / "runs").read_text() == "my notes\n"
 

@@ -86,6 +86,8 @@ BAD_CONFIGS = {  # file text -> what the one line says
     "model:\n  lrr: 0.1\n": "bad.yaml: model: unknown key 'lrr' (did you mean 'lr'?)",
     "model: section.yaml\n": "section.yaml: model: unknown key 'learning_rate'",  # an included file
     "data: broken.yaml\n": "broken.yaml: YAML syntax error at line 2",
+    "trainer:\n  logger:\n    - init_args: {save_dir: afile/runs}\n":
+        "bad.yaml: output directory afile/runs cannot be made: afile is a file, not a directory",
 }
 
 BAD_OPTIONS = {
@@ -94,6 +96,9 @@ BAD_OPTIONS = {
     ("--model.lrr", "1"): "unrecognized arguments: --model.lrr (did you mean --model.lr?)",
     ("--seed_every", "3"): "unrecognized arguments: --seed_every (did you mean --seed_everything?)",
     ("--trainer", "trainer.yaml"): "trainer.yaml: trainer: unknown key 'max_stepz'",
+    ("--trainer.default_root_dir", "afile"): "output directory afile cannot be made: afile is a file",
+    ("--trainer.logger.init_args.save_dir", "afile/x"): "output directory afile/x cannot be made: afile is a file",
+    ("--trainer.callbacks", '[{"init_args": {"dirpath": "afile/ckpt"}}]'): "output directory afile/ckpt cannot be made",
 }
 
 # every case in one interpreter: status, stderr, and whether torch was imported to answer
@@ -114,6 +119,7 @@ def test_config_and_option_errors_answer_in_one_line_before_torch_loads(tmp_path
     (tmp_path / "section.yaml").write_text("learning_rate: 0.1\n")
     (tmp_path / "broken.yaml").write_text("class_path: [x\n")
     (tmp_path / "trainer.yaml").write_text("max_stepz: 3\n")
+    (tmp_path / "afile").write_text("not a directory\n")
     cases = []
     for i, (text, message) in enumerate(BAD_CONFIGS.items()):
         (tmp_path / f"c{i}").mkdir()
