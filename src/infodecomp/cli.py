@@ -2,13 +2,21 @@
 
 What this adds to LightningCLI:
 
+* **Presets by name.** ``--config experiment/vector`` (``.yaml`` optional) names a config shipped
+  in the package (:data:`CONFIGS`) from any directory; a clone's ``configs/...`` paths work as
+  they are, and from elsewhere too. ``--help`` and the not-found error list the presets.
 * **Input errors in one line.** A missing config or checkpoint, a bad option, a data root that
-  does not exist, ``batch_size 0``, a checkpoint of another model: ``train.py: error: ...`` on
-  stderr and exit status 2 (the traceback with ``--verbose``). The cheap checks (files named on
-  the command line) run before torch is imported, so they answer at once. Nothing is created
-  by a run that fails its checks: data and model are checked before the trainer writes anything,
-  and a run that fails inside ``fit`` before its first checkpoint removes the empty run
-  directory it made.
+  does not exist, ``batch_size 0``, a checkpoint of another model: ``PROG: error: ...`` on
+  stderr and exit status 2 (the traceback with ``--verbose``), PROG being the command as typed
+  (``train.py``, ``infodecomp-train``). The cheap checks run before torch is imported, so they
+  answer at once: files named on the command line, every config file's YAML and keys
+  (:mod:`infodecomp.config_keys`), ``--trainer.X``/``--model.X`` options (never abbreviated).
+  Nothing is created by a run that fails its checks: data, model (conditions included) and run
+  directories are checked before the trainer writes anything, and a run that fails inside
+  ``fit`` before its first checkpoint removes the empty run directory it made.
+* **Nothing written over.** A new run never writes into an existing run directory (a
+  continuation is asked for with ``--ckpt_path``) or where a file stands; each run directory it
+  makes holds a :data:`MARKER` naming infodecomp as its writer.
 * **Resume is a continuation.** ``--ckpt_path PATH`` (or ``--ckpt_path last``: the newest
   ``last.ckpt`` of this experiment, a fresh start when there is none) continues in the same run
   directory, CSV version and W&B run, with the same step, epoch, optimizer, scheduler, EMA,
@@ -29,6 +37,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from infodecomp import config_keys
+
 log = logging.getLogger(__name__)
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -39,8 +49,9 @@ class UsageError(ValueError):
     """A problem with the user's input: reported as one line, exit status 2."""
 
 
-def _option_values(argv: Sequence[str], names: Sequence[str]) -> list[tuple[str, str]]:
-    """``(option, value)`` for every ``--opt value`` / ``--opt=value`` of ``names`` in ``argv``."""
+def _option_values(argv: Sequence[str], names: Sequence[str]) -> list[tuple[int, str, str]]:
+    """``(index of the value, option, value)`` for every ``--opt value`` / ``--opt=value`` of
+    ``names`` in ``argv``."""
     found = []
     for i, arg in enumerate(argv):
         key, eq, value = arg.partition("=")
@@ -48,21 +59,198 @@ def _option_values(argv: Sequence[str], names: Sequence[str]) -> list[tuple[str,
             if not eq:
                 if i + 1 >= len(argv):
                     raise UsageError(f"{key} needs a value")
-                value = argv[i + 1]
-            found.append((key, value))
+                found.append((i + 1, key, argv[i + 1]))
+            else:
+                found.append((i, key, value))
     return found
 
 
-def precheck(argv: Sequence[str]) -> None:
-    """Checks that need no heavy import: every config file and checkpoint named exists."""
-    for key, value in _option_values(argv, ("--config", "-c", "--ckpt_path")):
-        if key == "--ckpt_path" and value in ("last", "null", "None"):
+def presets() -> list[str]:
+    """The names ``--config NAME`` takes from any directory: the whole-run configs under
+    :data:`CONFIGS` (``debug``, ``experiment/vector``, ...; ``data/``, ``model/`` and ``trainer/``
+    hold the sections they are made of)."""
+    return sorted([p.stem for p in CONFIGS.glob("*.yaml")]
+                  + [f"experiment/{p.stem}" for p in (CONFIGS / "experiment").glob("*.yaml")])
+
+
+def presets_note() -> str:
+    return f"presets (--config NAME, from any directory): {', '.join(presets())}"
+
+
+def resolve_config(value: str) -> Path:
+    """The file ``--config value`` names: an existing path as it is; otherwise a preset of
+    :data:`CONFIGS` by its name (``experiment/vector``, ``.yaml`` optional), also when written
+    as a clone's path (``configs/experiment/vector.yaml`` from another directory)."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    parts = path.parts
+    if "configs" in parts:  # the tail of a clone's path: configs/<name>
+        parts = parts[len(parts) - parts[::-1].index("configs"):]
+    if parts and not path.is_absolute():
+        preset = CONFIGS.joinpath(*parts)
+        if preset.suffix not in (".yaml", ".yml"):
+            preset = preset.with_name(preset.name + ".yaml")
+        preset = preset.resolve()
+        if preset.is_file() and CONFIGS.resolve() in preset.parents:
+            return preset
+    raise UsageError(f"config file not found: {value}; {presets_note()}")
+
+
+_EXPECTED = "expected a YAML mapping with sections such as trainer, model, data"
+
+
+def _read_yaml(text: str, what: str) -> Any:
+    import yaml  # (PyYAML: light, and what jsonargparse reads configs with)
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        raise UsageError(f"{what}: YAML syntax error{where}: {problem}") from err
+
+
+def _unknown(keys: Any, allowed: Sequence[str], what: str) -> None:
+    import difflib
+
+    unknown = [str(k) for k in keys if k not in allowed]
+    if not unknown:
+        return
+    close = difflib.get_close_matches(unknown[0], allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    if len(allowed) <= 10:
+        hint += f"; allowed: {', '.join(allowed)}"
+    else:
+        hint += "; see --help"
+    raise UsageError(f"{what}: unknown key{'s' if len(unknown) > 1 else ''} "
+                     f"{', '.join(map(repr, unknown))}{hint}")
+
+
+def _section_file(value: Any, base: Path | None) -> Path | None:
+    """The file a section's value names (``trainer: trainer/default.yaml``), relative to the
+    config that names it, as jsonargparse reads it; ``None`` for anything else."""
+    if not isinstance(value, str) or not value.endswith((".yaml", ".yml", ".json")):
+        return None
+    path = Path(value)
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    if not path.is_file():
+        raise UsageError(f"config file not found: {value}" + (f" (named in {base})" if base else ""))
+    return path
+
+
+def check_section(section: str, value: Any, what: str, base: Path | None) -> None:
+    """A config's ``trainer:``/``model:``/``data:`` section (a mapping, or a file holding one)."""
+    path = _section_file(value, base)
+    if path is not None:
+        what = str(path)
+        value = _read_yaml(path.read_text(), what)
+        if value is None:
+            raise UsageError(f"{what} is empty: expected a YAML mapping of {section} settings")
+    if value is None or isinstance(value, str):
+        return  # unset, or a class name (--data VectorTaskDataModule)
+    if not isinstance(value, dict):
+        raise UsageError(f"{what}: {section} must be a mapping of settings, got a {type(value).__name__}")
+    if section in config_keys.SECTION_KEYS:
+        _unknown(value, config_keys.SECTION_KEYS[section], f"{what}: {section}")
+    if section == "trainer":
+        _check_output_dirs(value, what)
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The regular file at ``path`` or above it, which keeps a directory from being made there."""
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+
+
+def _check_output_dirs(trainer: dict, what: str) -> None:
+    """The directories a ``trainer:`` section names (loggers' ``save_dir``, ``default_root_dir``,
+    checkpoint ``dirpath``) are not files: caught again, exactly, once the trainer is built
+    (:func:`_check_run_dirs`); here it answers before torch loads."""
+    specs = [s for key in ("logger", "callbacks") for s in _as_list(trainer.get(key)) if isinstance(s, dict)]
+    named = [trainer.get("default_root_dir")]
+    named += [(s.get("init_args") or {}).get(k) for s in specs for k in ("save_dir", "dirpath")]
+    for value in named:
+        if isinstance(value, str) and value:
+            blocker = _file_in_the_way(Path(value))
+            if blocker is not None:
+                raise UsageError(f"{what}: output directory {value} cannot be made: {blocker} is a file, not a directory")
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def check_config(text: str, what: str, base: Path | None) -> None:
+    """A whole config (``--config``): YAML, a mapping, known sections and known settings."""
+    data = _read_yaml(text, what)
+    if data is None:
+        raise UsageError(f"{what} is empty: {_EXPECTED}")
+    if not isinstance(data, dict):
+        raise UsageError(f"{what} holds a {type(data).__name__}, not a mapping: {_EXPECTED}")
+    _unknown(data, config_keys.TOP_LEVEL_KEYS, what)
+    for section in ("trainer", "model", "data"):
+        check_section(section, data.get(section), what, base)
+
+
+def _check_options(argv: Sequence[str]) -> None:
+    """``--name`` options this CLI has, and ``--trainer.X``/``--model.X`` settings that exist
+    (jsonargparse says so too, but only once torch has loaded)."""
+    for arg in argv:
+        if not arg.startswith("--") or arg == "--":
             continue
-        if key != "--ckpt_path" and value.lstrip().startswith(("{", "[")):
-            continue  # an inline YAML config
-        if not Path(value).is_file():
-            what = "checkpoint" if key == "--ckpt_path" else "config file"
-            raise UsageError(f"{what} not found: {value}")
+        key = arg[2:].partition("=")[0].rstrip("+")  # (--trainer.callbacks+=...: append)
+        head, _, rest = key.partition(".")
+        if head not in config_keys.TOP_LEVEL_OPTIONS or (
+                rest and head in config_keys.SECTION_KEYS
+                and rest.partition(".")[0].rstrip("+") not in config_keys.SECTION_KEYS[head]):
+            import difflib
+
+            names = (config_keys.SECTION_KEYS[head] if head in config_keys.SECTION_KEYS and rest
+                     else config_keys.TOP_LEVEL_OPTIONS)
+            typed = rest.partition(".")[0] if head in config_keys.SECTION_KEYS and rest else head
+            close = difflib.get_close_matches(typed, names, n=1)
+            option = f"--{head}.{close[0]}" if close and names is not config_keys.TOP_LEVEL_OPTIONS else (
+                f"--{close[0]}" if close else "")
+            hint = f" (did you mean {option}?)" if option else " (see --help)"
+            raise UsageError(f"unrecognized arguments: {arg}{hint}")
+
+
+def precheck(argv: Sequence[str]) -> list[str]:
+    """Checks that need no heavy import; returns ``argv`` with presets named by their path.
+
+    Every config file named exists (or is a preset) and reads as a config with known keys,
+    every checkpoint named exists, every ``--trainer.X``/``--model.X`` option exists.
+    """
+    argv = list(argv)
+    _check_options(argv)
+    paths = ("--trainer.default_root_dir", "--trainer.logger.init_args.save_dir", "--trainer.logger.save_dir")
+    for _, key, value in _option_values(argv, ("--trainer.logger", "--trainer.callbacks", *paths)):
+        if key in paths:
+            _check_output_dirs({"default_root_dir": value}, key)
+        elif value.lstrip().startswith(("{", "[")):
+            _check_output_dirs({key.rpartition(".")[2]: _read_yaml(value, key)}, key)
+    for i, key, value in _option_values(argv, ("--config", "-c", "--ckpt_path", "--trainer", "--model", "--data")):
+        if key == "--ckpt_path":
+            if value not in ("last", "null", "None") and not Path(value).is_file():
+                raise UsageError(f"checkpoint not found: {value}")
+            continue
+        section = key.lstrip("-")
+        if value.lstrip().startswith(("{", "[")):  # an inline YAML config
+            if key in ("--config", "-c"):
+                check_config(value, f"{key} {value}", None)
+            else:
+                check_section(section, _read_yaml(value, key), key, None)
+            continue
+        if key in ("--config", "-c"):
+            path = resolve_config(value)
+            check_config(path.read_text(), value, path.parent)
+            if str(path) != value:
+                argv[i] = str(path) if argv[i] == value else f"{key}={path}"
+        elif value.endswith((".yaml", ".yml", ".json")):
+            check_section(section, value, key, None)
+    return argv
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
@@ -162,9 +350,57 @@ def _make_cli_class() -> type:
     return TrainCLI
 
 
+MARKER = ".infodecomp-output"
+"""The file in each run directory ``train.py`` makes: ``{"tool", "version", "time"}``."""
+
+
+def _check_run_dirs(trainer: Any, fresh: bool) -> None:
+    """The run's directories (its loggers' and any checkpoint ``dirpath``) can be made, and a new
+    run does not write into one that holds files: a run is continued only by ``--ckpt_path``."""
+    dirs = list(_run_dirs(trainer))
+    explicit = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+    for path in dirs + explicit:
+        blocker = _file_in_the_way(path)
+        if blocker is not None:
+            raise UsageError(f"run directory {path} cannot be made: {blocker} is a file, not a directory")
+    from pytorch_lightning.utilities import rank_zero_only
+
+    # (DDP's other processes start once rank 0 is in fit, and may find its new directory made)
+    fresh = fresh and rank_zero_only.rank == 0
+    for path in dirs + explicit:
+        if fresh and path.is_dir() and any(path.iterdir()):
+            raise UsageError(
+                f"run directory {path} already holds files, which a new run would overwrite: continue that run "
+                "with --ckpt_path (its checkpoints/last.ckpt), or give the logger another version or name")
+
+
+def _marker_callback(dirs: Sequence[Path]) -> Any:
+    """A callback that marks the run directories this run made as infodecomp's (the tools
+    overwrite only what carries the marker). At train start: the loggers have made them."""
+    import json
+    import time
+
+    import pytorch_lightning as pl
+
+    from infodecomp import __version__
+
+    class MarkRunDirs(pl.Callback):
+        def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            if not trainer.is_global_zero:
+                return
+            stamp = {"tool": "infodecomp-train", "version": __version__,
+                     "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            for path in dirs:
+                path.mkdir(parents=True, exist_ok=True)
+                (path / MARKER).write_text(json.dumps(stamp) + "\n")
+
+    return MarkRunDirs()
+
+
 def _check_before_fit(cli: Any) -> None:
     """Everything that can be checked before the trainer writes anything."""
     dm, model = cli.datamodule, cli.model
+    _check_run_dirs(cli.trainer, fresh=cli.checkpoint is None)
     check = getattr(dm, "check", None)
     if callable(check):
         check()
@@ -187,8 +423,11 @@ def _run_dirs(trainer: Any) -> list[Path]:
     return dirs
 
 
-def train_main(args: Sequence[str] | None = None, default_config_files: Sequence[str | Path] = ()) -> Any:
+def train_main(args: Sequence[str] | None = None, default_config_files: Sequence[str | Path] = (),
+               prog: str | None = None) -> Any:
     """Parse, check, build and fit; returns the CLI (model, datamodule, trainer) for inspection.
+
+    ``prog`` names the program in usage and help (the command the user typed).
 
     Raises :class:`UsageError` (or ``ValueError``) for input problems; see :func:`main`.
     """
@@ -204,7 +443,10 @@ def train_main(args: Sequence[str] | None = None, default_config_files: Sequence
         run=False,
         args=list(args) if args is not None else None,
         seed_everything_default=0,
-        parser_kwargs={"default_config_files": [str(p) for p in default_config_files], "exit_on_error": False},
+        # allow_abbrev: --trainer.max_step is a typo, not --trainer.max_steps
+        parser_kwargs={"default_config_files": [str(p) for p in default_config_files], "exit_on_error": False,
+                       "allow_abbrev": False, "prog": prog or Path(sys.argv[0]).name,
+                       "epilog": f"{presets_note()}; they are the files under {CONFIGS}."},
         save_config_kwargs={"overwrite": True},
     )
     _check_before_fit(cli)
@@ -230,6 +472,7 @@ def train_main(args: Sequence[str] | None = None, default_config_files: Sequence
         warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
         warnings.filterwarnings("ignore", message=".*Previous log files in this directory will be deleted.*")
     before = {p: p.exists() for p in _run_dirs(trainer)}
+    trainer.callbacks.append(_marker_callback([p for p, existed in before.items() if not existed]))
     try:
         trainer.fit(cli.model, cli.datamodule, ckpt_path=cli.config.ckpt_path)
     except BaseException:
@@ -256,9 +499,12 @@ def one_line(err: BaseException) -> str:
     return text if len(text) <= 400 else text[:397] + "..."
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "train.py") -> int:
-    """``train.py``'s entry: exit status 0, or 2 with one line for an input error."""
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``train.py``'s and ``infodecomp-train``'s entry: exit status 0, or 2 with one line for an
+    input error. Messages name the program as it was called (``prog``; by default the command
+    line's, or ``train.py`` for a call with ``argv``)."""
     from_command_line = argv is None
+    prog = prog or (Path(sys.argv[0]).name if from_command_line else "train.py")
     if from_command_line:
         # LightningCLI reads sys.argv itself (and DDP re-runs it for every process)
         verbose = "--verbose" in sys.argv
@@ -269,7 +515,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "train.py") -> int:
         verbose = "--verbose" in argv
         argv = [a for a in argv if a != "--verbose"]
     try:
-        precheck(argv)
+        argv = precheck(argv)
+        if from_command_line:
+            sys.argv[1:] = argv  # presets by their path (DDP re-runs sys.argv)
         from jsonargparse import ArgumentError
         from lightning_fabric.utilities.exceptions import MisconfigurationException
 
@@ -282,7 +530,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "train.py") -> int:
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        train_main(None if from_command_line else argv, default_config_files=[CONFIGS / "default.yaml"])
+        train_main(None if from_command_line else argv, default_config_files=[CONFIGS / "default.yaml"], prog=prog)
     except input_errors as err:
         if verbose:
             raise
@@ -291,4 +539,4 @@ def main(argv: Sequence[str] | None = None, prog: str = "train.py") -> int:
     return 0
 
 
-__all__ = ["CONFIGS", "UsageError", "main", "precheck", "train_main"]
+__all__ = ["CONFIGS", "MARKER", "UsageError", "main", "precheck", "presets", "resolve_config", "train_main"]

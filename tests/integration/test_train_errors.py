@@ -32,12 +32,14 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_files_named_on_the_command_line_are_checked_before_torch_loads(workdir: Path) -> None:
-    for args, message in ((["--config", "nope.yaml"], "config file not found: nope.yaml"),
+    for args, message in ((["--config", "nope.yaml"], "config file not found: nope.yaml; presets (--config NAME, "
+                                                      "from any directory): debug, default, experiment/caption_folder"),
                           (["--ckpt_path", "missing.ckpt"], "checkpoint not found: missing.ckpt")):
         start = time.perf_counter()
         res = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
                              cwd=workdir, env={**os.environ, "WANDB_MODE": "offline"}, timeout=120)
-        assert res.returncode == 2 and res.stderr == f"train.py: error: {message}\n"
+        assert res.returncode == 2 and res.stderr.startswith(f"train.py: error: {message}")
+        assert res.stderr.count("\n") == 1
         assert time.perf_counter() - start < 10  # (a LightningCLI start takes ~10 s on 2 cores)
     assert created(workdir) == []
 
@@ -56,7 +58,16 @@ CASES = {
     "max-steps": (["--trainer.max_steps", "-5"], "trainer.max_steps must be -1 (no limit) or >= 0, got -5"),
     "corrupt-checkpoint": (["--ckpt_path", "inputs/corrupt.ckpt"], "cannot read checkpoint inputs/corrupt.ckpt"),
     "foreign-checkpoint": (["--ckpt_path", "inputs/foreign.ckpt"], "is not an infodecomp DiffusionModule checkpoint"),
-    "unknown-option": (["--trainer.max_stepz", "5"], "unrecognized arguments: --trainer.max_stepz 5"),
+    "unknown-option": (["--trainer.max_stepz", "5"], "unrecognized arguments: --trainer.max_stepz"),
+    "abbreviated-option": (["--trainer.max_step", "5"], "unrecognized arguments: --trainer.max_step"),
+    "caption-no-rows": (["--config", "configs/experiment/caption_folder.yaml", "--data.init_args.root", "inputs/captions"],
+                        "inputs/captions/captions.csv has a header and no rows"),
+    # found inside fit before: each left an empty W&B offline run behind
+    "negative-lr": (["--model.lr", "-1"], "lr must be >= 0, got -1.0"),
+    "condition-width": (["--config", "configs/experiment/vector.yaml", "--data.init_args.task", "multinormal-dense-5-5-0.5",
+                         "--data.init_args.n_train", "64", "--data.init_args.n_val", "16",
+                         "--model.backbone.init_args.dim", "5", "--model.backbone.init_args.vector_conditions", '{"y": 3}'],
+                        "data and model disagree on the conditions: vector condition 'y' must be (B, 3), got (1, 5)"),
     "init-from-missing": (["--model.init_from", "inputs/missing.ckpt"], "init_from: checkpoint not found: inputs/missing.ckpt"),
     "init-from-other-model": (["--model.init_from", str(ROOT / "src/infodecomp/assets/shapes_text/last.ckpt")],
                               "holds a TextConditionedUNet; this run's backbone is a LabelledUNet"),
@@ -69,6 +80,8 @@ CASES = {
 def test_input_errors_are_one_line(case: str, workdir: Path, capsys: pytest.CaptureFixture) -> None:
     (workdir / "inputs" / "corrupt.ckpt").write_text("not a checkpoint")
     _foreign(workdir / "inputs" / "foreign.ckpt")
+    (workdir / "inputs" / "captions").mkdir()
+    (workdir / "inputs" / "captions" / "captions.csv").write_text("file,caption\n")
     args, message = CASES[case]
     assert main(args) == 2
     err = capsys.readouterr().err
@@ -88,3 +101,35 @@ def test_a_run_that_fails_inside_fit_leaves_no_empty_run_directory(workdir: Path
     assert main(args) == 2
     assert "are not model conditions" in capsys.readouterr().err  # raised in the callback's setup, inside fit
     assert not list(workdir.rglob("version_*"))
+
+
+TINY_VECTOR = ["--config", "configs/experiment/vector.yaml", "--config", "configs/debug.yaml",
+               "--data.init_args.n_train", "32", "--data.init_args.n_val", "8"]
+
+
+def test_a_run_never_writes_over_what_is_there(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    """A regular file where a run directory goes, and a fresh run into an existing version
+    directory (which overwrote its metrics.csv and config.yaml): one line, exit 2, untouched."""
+    (workdir / "inputs" / "runs").write_text("my notes\n")
+    logger = {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "inputs/runs"}}
+    assert main([*TINY_VECTOR, "--trainer.logger", json.dumps(logger)]) == 2  # (seen before torch loads)
+    err = capsys.readouterr().err
+    assert err == ("train.py: error: --trainer.logger: output directory inputs/runs cannot be made: "
+                   "inputs/runs is a file, not a directory\n")
+    logger["init_args"] = {"save_dir": "inputs", "name": "runs"}  # (seen once the logger is built)
+    assert main([*TINY_VECTOR, "--trainer.logger", json.dumps(logger)]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("train.py: error:")]
+    assert errors == ["train.py: error: run directory inputs/runs/version_0 cannot be made: "
+                      "inputs/runs is a file, not a directory"], err[-2000:]
+    assert (workdir / "inputs" / "runs").read_text() == "my notes\n"
+
+    mine = workdir / "inputs" / "logs" / "vector" / "version_0"
+    mine.mkdir(parents=True)
+    (mine / "metrics.csv").write_text("mine\n")
+    logger["init_args"] = {"save_dir": "inputs/logs", "name": "vector", "version": 0}
+    assert main([*TINY_VECTOR, "--trainer.logger", json.dumps(logger)]) == 2
+    err = capsys.readouterr().err
+    assert "inputs/logs/vector/version_0 already holds files" in err and err.count("train.py: error:") == 1, err[-2000:]
+    assert sorted(p.name for p in mine.iterdir()) == ["metrics.csv"] and (mine / "metrics.csv").read_text() == "mine\n"
+    assert created(workdir) == []

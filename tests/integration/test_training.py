@@ -55,6 +55,8 @@ def test_debug_run_of_each_pairing(pairing: str, tmp_path: Path) -> None:
     assert cli.trainer.global_step == 3
     logs = next((tmp_path / "logs" / "test").glob("version_*"))
     assert (logs / "config.yaml").is_file()  # the resolved config is saved with the run
+    marker = json.loads((logs / ".infodecomp-output").read_text())  # what train.py made is marked as its own
+    assert marker["tool"] == "infodecomp-train" and {"version", "time"} <= set(marker)
     last = logs / "checkpoints" / "last.ckpt"
     module = load_module(last)  # a checkpoint alone rebuilds the model
     assert type(module.backbone) is type(cli.model.backbone)

@@ -14,6 +14,7 @@ from infodecomp.lightning.data import (
 )
 from infodecomp.lightning.loggers import AutoWandbLogger
 from infodecomp.lightning.module import DiffusionModule, export_checkpoint, load_module
+from infodecomp.lightning.progress import StepProgressBar
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -26,6 +27,7 @@ __all__ = [
     "GroundTruth",
     "PIDWorldDataModule",
     "ShapesDataModule",
+    "StepProgressBar",
     "TensorDataModule",
     "VectorTaskDataModule",
     "export_checkpoint",

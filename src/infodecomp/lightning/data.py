@@ -434,9 +434,14 @@ class CaptionFolderDataModule(_BaseDataModule):
         if not self.csv_path.is_file():
             raise ValueError(f"captions file not found: {self.csv_path}")
         with self.csv_path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        if not rows or not {"file", "caption"} <= set(rows[0]):
-            raise ValueError(f"{self.csv_path} must have a header with columns 'file' and 'caption'")
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames or []
+        if not {"file", "caption"} <= set(header):
+            raise ValueError(f"{self.csv_path} must have a header with columns 'file' and 'caption', "
+                             f"got {', '.join(header) if header else 'none'}")
+        if not rows:
+            raise ValueError(f"{self.csv_path} has a header and no rows: expected one row per image (file,caption)")
         self.rows = rows
 
     condition_names = ["text"]

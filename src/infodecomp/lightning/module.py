@@ -107,6 +107,18 @@ class DiffusionModule(pl.LightningModule):
             raise ValueError(f"stable_target must be >= 0 (0 turns it off), got {stable_target}")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        # the optimizer's numbers, checked here: AdamW would reject them only inside fit, after
+        # the loggers have made their run directories
+        if not (math.isfinite(lr) and lr >= 0):  # (0 keeps the weights: init_from's tests use it)
+            raise ValueError(f"lr must be >= 0, got {lr}")
+        if not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {list(betas)}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if not 0.0 <= min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
         if not isinstance(backbone, Backbone):
             raise ValueError(f"backbone must be an infodecomp Backbone, got {type(backbone).__name__}")
         self.save_hyperparameters(ignore=["backbone"])
@@ -175,13 +187,26 @@ class DiffusionModule(pl.LightningModule):
 
     # ---- training -----------------------------------------------------------------------------
     def check_data(self, dm: Any) -> None:
-        """``ValueError`` if a data module's ``input_shape`` is not what this model takes."""
+        """``ValueError`` if a data module's ``input_shape``, or the conditions of its first
+        training example (once set up), are not what this model takes."""
         shape = getattr(dm, "input_shape", None)
         if shape is not None and tuple(shape) != self.input_shape:
             raise ValueError(
                 f"data and model disagree on the input shape: the data give {tuple(shape)}, the model takes "
                 f"{self.input_shape} ({describe(self.backbone)}; set its size/channels to match the data)"
             )
+        examples = getattr(dm, "train_set", None)
+        if examples is None or not len(examples):
+            return
+        from torch.utils.data import default_collate
+
+        batch = default_collate([examples[0]])
+        cond = {k: v for k, v in self.condition_for(batch).items() if k in self.condition_spec}
+        try:  # the check every training step makes, on one example before training starts
+            self._complete(cond, 1, torch.device("cpu"))
+        except ValueError as err:
+            raise ValueError(f"data and model disagree on the conditions: {err} "
+                             f"({describe(self.backbone)}; set its conditions to match the data)") from err
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
