@@ -16,7 +16,7 @@ What this adds to LightningCLI:
   ``fit`` before its first checkpoint removes the empty run directory it made.
 * **Nothing written over.** A new run never writes into an existing run directory (a
   continuation is asked for with ``--ckpt_path``) or where a file stands; each run directory it
-  makes holds a :data:`MARKER` naming infodecomp as its writer.
+  makes holds a :data:`infodecomp.markers.MARKER` naming infodecomp as its writer.
 * **Resume is a continuation.** ``--ckpt_path PATH`` (or ``--ckpt_path last``: the newest
   ``last.ckpt`` of this experiment, a fresh start when there is none) continues in the same run
   directory, CSV version and W&B run, with the same step, epoch, optimizer, scheduler, EMA,
@@ -350,10 +350,6 @@ def _make_cli_class() -> type:
     return TrainCLI
 
 
-MARKER = ".infodecomp-output"
-"""The file in each run directory ``train.py`` makes: ``{"tool", "version", "time"}``."""
-
-
 def _check_run_dirs(trainer: Any, fresh: bool) -> None:
     """The run's directories (its loggers' and any checkpoint ``dirpath``) can be made, and a new
     run does not write into one that holds files: a run is continued only by ``--ckpt_path``."""
@@ -377,22 +373,17 @@ def _check_run_dirs(trainer: Any, fresh: bool) -> None:
 def _marker_callback(dirs: Sequence[Path]) -> Any:
     """A callback that marks the run directories this run made as infodecomp's (the tools
     overwrite only what carries the marker). At train start: the loggers have made them."""
-    import json
-    import time
-
     import pytorch_lightning as pl
 
-    from infodecomp import __version__
+    from infodecomp.markers import write_marker
 
     class MarkRunDirs(pl.Callback):
         def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             if not trainer.is_global_zero:
                 return
-            stamp = {"tool": "infodecomp-train", "version": __version__,
-                     "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             for path in dirs:
                 path.mkdir(parents=True, exist_ok=True)
-                (path / MARKER).write_text(json.dumps(stamp) + "\n")
+                write_marker(path, "infodecomp-train")
 
     return MarkRunDirs()
 
@@ -539,4 +530,4 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     return 0
 
 
-__all__ = ["CONFIGS", "MARKER", "UsageError", "main", "precheck", "presets", "resolve_config", "train_main"]
+__all__ = ["CONFIGS", "UsageError", "main", "precheck", "presets", "resolve_config", "train_main"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from infodecomp.analysis.common import MARKER
+from infodecomp.markers import MARKER, write_marker
 from tests.integration.test_training import CONFIGS, ROOT, run
 
 FAST = ["--n-eval", "8", "--n-draws", "4", "--n-heatmap", "4", "--no-samples"]
@@ -80,7 +80,7 @@ def test_foreign_checkpoint_exits_2(tmp_path: Path) -> None:
     torch.save({"state_dict": {}, "hyper_parameters": {"hidden": 3}}, bad)
     out = tmp_path / "out"  # an earlier report, which --overwrite may replace
     out.mkdir()
-    (out / MARKER).write_text("{}")
+    write_marker(out, "infodecomp-analyze", subcommand="report")
     (out / "report.json").write_text("earlier")
     res = analyze("report", str(bad), "--out", str(out), "--overwrite", *FAST)  # even when replacing is allowed
     assert res.returncode == 2 and "not an infodecomp DiffusionModule checkpoint" in res.stderr

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from infodecomp.analysis.common import (
-    MARKER,
     AnalysisError,
     check_output,
     default_output,
@@ -18,6 +17,7 @@ from infodecomp.analysis.common import (
     md_row,
     write_atomically,
 )
+from infodecomp.markers import MARKER, write_marker
 
 
 def _fill(tmp: Path) -> str:
@@ -39,7 +39,7 @@ def _foreign(tmp_path: Path) -> dict[str, Path]:
     (folder / "report.json").write_text("{}")  # one report file alone is not a report
     ours = tmp_path / "ours"
     ours.mkdir()
-    (ours / MARKER).write_text("{}")
+    write_marker(ours, "infodecomp-analyze", subcommand="report")
     link = tmp_path / "link"
     link.symlink_to(ours, target_is_directory=True)
     return {"a regular file": file, "a directory of other files": folder, "a symbolic link": link}
@@ -66,7 +66,7 @@ def test_output_is_marked_and_only_a_marked_one_is_replaced(tmp_path: Path) -> N
     out = tmp_path / "reports" / "run"
     assert write_atomically(out, _fill, subcommand="heatmap") == "done"
     marker = json.loads((out / MARKER).read_text())
-    assert marker["tool"] == "infodecomp" and marker["subcommand"] == "heatmap"
+    assert marker["tool"] == "infodecomp-analyze" and marker["subcommand"] == "heatmap"
     assert marker["version"] and re.match(r"\d{4}-\d\d-\d\dT", marker["time"])
     with pytest.raises(AnalysisError, match=r"holds an infodecomp report; pass --overwrite to replace it$"):
         check_output(out)
@@ -154,3 +154,19 @@ def test_report_tables_keep_their_columns() -> None:
             assert all(len(_cells(r)) == len(_cells(rows[0])) for r in rows), table
     assert "| I(x; shape \\| rest) |" in md and "I(x; shape, colour \\| position)" in md
     assert "I(x; w1, w2 \\| c)" in summary
+
+
+def test_a_training_run_is_never_replaced_by_an_analysis(tmp_path: Path) -> None:
+    """A training run's directory is infodecomp's too (marked by infodecomp-train), but a report
+    written over it would delete the checkpoints: never, not even with --overwrite."""
+    run = tmp_path / "runs" / "shapes" / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    write_marker(run, "infodecomp-train")
+    (run / "report.json").write_text("{}")  # even beside files that look like a report
+    (run / "report.md").write_text("")
+    assert not is_infodecomp_output(run)
+    for overwrite in (False, True):
+        with pytest.raises(AnalysisError, match="is a training run's directory; an analysis never replaces it"):
+            check_output(run, overwrite)
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"weights"

@@ -7,7 +7,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "infodecomp"
 
 # low to high; a module may import its own layer or lower ones
 LAYERS = {
-    "interface": 0, "diffusion": 1, "estimators": 2, "oracles": 3, "tasks": 3, "models": 4, "probes": 5,
+    "interface": 0, "markers": 0, "diffusion": 1, "estimators": 2, "oracles": 3, "tasks": 3, "models": 4, "probes": 5,
     "plotting": 5, "evaluation": 6, "lightning": 7, "cli": 8, "analysis": 9,
 }
 

@@ -7,16 +7,16 @@ This is the top layer of infodecomp: it may import anything below it, and nothin
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
+
+from infodecomp.markers import marked_by, read_marker, write_marker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -110,12 +110,13 @@ def partial_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
-#: the file every analysis writes into each output directory it creates: ``--overwrite``
-#: replaces only a directory that carries it, never files infodecomp did not write
-MARKER = ".infodecomp-output"
 #: finished reports written before the marker existed: every file of one of these sets
 _UNMARKED_REPORTS = ({"report.json", "report.md"}, {"report.json", "summary.md"})
 _COCO_ITEM = re.compile(r"\d{7}\.pt|\.\d{7}\.pt\.tmp\d+")
+
+
+#: the tool name in the marker of every analysis output
+ANALYZE = "infodecomp-analyze"
 
 
 def default_output(kind: str, run: str | Path) -> Path:
@@ -136,15 +137,15 @@ def default_output(kind: str, run: str | Path) -> Path:
 
 
 def is_infodecomp_output(path: str | Path) -> bool:
-    """Whether ``path`` is a directory infodecomp wrote: it carries :data:`MARKER`, or holds
-    the files of a finished report of an earlier version, or only an interrupted COCO-IT run's
-    ``items/``. A symbolic link never is."""
+    """Whether ``path`` is a directory an analysis wrote: it carries the marker of
+    infodecomp-analyze (:mod:`infodecomp.markers`), or holds the files of a finished report of an
+    earlier version, or only an interrupted COCO-IT run's ``items/``. A symbolic link never is,
+    and neither is a training run's directory (marked by infodecomp-train)."""
     p = Path(path)
     if p.is_symlink() or not p.is_dir():
         return False
-    marker = p / MARKER
-    if marker.is_file() and not marker.is_symlink():
-        return True
+    if read_marker(p) is not None:  # a training run's directory is infodecomp's, but no report's to replace
+        return marked_by(p, ANALYZE)
     names = {q.name for q in p.iterdir()}
     if any(want <= {n for n in names if (p / n).is_file() and not (p / n).is_symlink()} for want in _UNMARKED_REPORTS):
         return True
@@ -186,6 +187,9 @@ def check_output(out: str | Path, overwrite: bool = False, *, resume: bool = Fal
     if out.exists() and not out.is_dir():
         raise AnalysisError(f"{out} is a file infodecomp did not write and will not be replaced; choose another --out")
     if out.is_dir() and any(out.iterdir()):
+        if marked_by(out, "infodecomp-train"):
+            raise AnalysisError(f"{out} is a training run's directory; an analysis never replaces it; "
+                                "choose another --out")
         if not is_infodecomp_output(out):
             raise AnalysisError(f"{out} holds files infodecomp did not write and will not be replaced; "
                                 "choose another --out")
@@ -197,13 +201,8 @@ def check_output(out: str | Path, overwrite: bool = False, *, resume: bool = Fal
 
 
 def mark_output(directory: str | Path, subcommand: str) -> None:
-    """Write :data:`MARKER` into an output directory: which subcommand wrote it, when, and with
-    which version."""
-    from infodecomp import __version__
-
-    info = {"tool": "infodecomp", "subcommand": subcommand, "version": __version__,
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    (Path(directory) / MARKER).write_text(json.dumps(info) + "\n")
+    """Mark an output directory as written by ``subcommand`` of infodecomp-analyze."""
+    write_marker(directory, ANALYZE, subcommand=subcommand)
 
 
 def write_atomically(out: str | Path, fill: Callable[[Path], T], *, subcommand: str, overwrite: bool = False,
