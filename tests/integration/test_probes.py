@@ -163,7 +163,11 @@ def test_an_installed_package_finds_the_shipped_model(tmp_path: Path) -> None:
     package, shipped, found = res.stdout.strip().splitlines()[-3:]
     assert Path(package).is_relative_to(site) and Path(shipped).is_relative_to(site)
     assert found == "True True True True True"  # the model and the configs travel with the package
-    for script, err in (("infodecomp-train", "train.py: error: config file not found: nope.yaml"),
+    for script, err in (("infodecomp-train", "infodecomp-train: error: config file not found: nope.yaml; presets "
+                                             "(--config NAME, from any directory): debug, default, "
+                                             "experiment/caption_folder, experiment/cifar10, experiment/digits, "
+                                             "experiment/finetune, experiment/pid, experiment/shapes, "
+                                             "experiment/shapes_text, experiment/vector"),
                         ("infodecomp-analyze", "infodecomp-analyze: error: config file not found: nope.yaml")):
         args = ["--config", "nope.yaml"] if script == "infodecomp-train" else ["report", ".", "--config", "nope.yaml"]
         res = subprocess.run([str(site / "bin" / script), *args], capture_output=True, text=True, cwd=tmp_path,
