@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# one pytest worker per core (pytest-xdist; tests/conftest.py gives each worker one thread)
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m ''

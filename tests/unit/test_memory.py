@@ -53,6 +53,8 @@ def _peak(n_draws: int) -> dict:
 def test_word_maps_peak_memory_is_fixed_by_the_chunk() -> None:
     small, large = _peak(100), _peak(400)
     assert small["shape"] == large["shape"] == [1, 5, 64, 64]
-    # a fixed budget: far below one all-at-once tensor (~360 MB at 400 draws), and not growing with draws
-    assert large["peak_increase_mb"] < 64, large
+    # a fixed budget: far below one all-at-once tensor (~360 MB at 400 draws), and not growing with
+    # draws. The allocator's own share of the peak varies from run to run (47-64 MB seen on the same
+    # machine and code), so the bound sits well above that spread and well below the 360 MB.
+    assert large["peak_increase_mb"] < 96, large
     assert large["peak_increase_mb"] - small["peak_increase_mb"] < 16, (small, large)
