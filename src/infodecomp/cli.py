@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from infodecomp import config_keys
+from infodecomp.markers import file_in_the_way
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +160,6 @@ def check_section(section: str, value: Any, what: str, base: Path | None) -> Non
         _check_output_dirs(value, what)
 
 
-def _file_in_the_way(path: Path) -> Path | None:
-    """The regular file at ``path`` or above it, which keeps a directory from being made there."""
-    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
-
-
 def _check_output_dirs(trainer: dict, what: str) -> None:
     """The directories a ``trainer:`` section names (loggers' ``save_dir``, ``default_root_dir``,
     checkpoint ``dirpath``) are not files: caught again, exactly, once the trainer is built
@@ -173,7 +169,7 @@ def _check_output_dirs(trainer: dict, what: str) -> None:
     named += [(s.get("init_args") or {}).get(k) for s in specs for k in ("save_dir", "dirpath")]
     for value in named:
         if isinstance(value, str) and value:
-            blocker = _file_in_the_way(Path(value))
+            blocker = file_in_the_way(Path(value))
             if blocker is not None:
                 raise UsageError(f"{what}: output directory {value} cannot be made: {blocker} is a file, not a directory")
 
@@ -356,7 +352,7 @@ def _check_run_dirs(trainer: Any, fresh: bool) -> None:
     dirs = list(_run_dirs(trainer))
     explicit = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
     for path in dirs + explicit:
-        blocker = _file_in_the_way(path)
+        blocker = file_in_the_way(path)
         if blocker is not None:
             raise UsageError(f"run directory {path} cannot be made: {blocker} is a file, not a directory")
     from pytorch_lightning.utilities import rank_zero_only

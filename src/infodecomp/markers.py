@@ -1,4 +1,4 @@
-"""The marker that says "infodecomp wrote this directory".
+"""The marker that says "infodecomp wrote this directory", and whether one can be made.
 
 Every directory a command of infodecomp creates (a training run's log directory, an analysis's
 output directory) holds :data:`MARKER`, a small JSON naming the tool, its version and the time.
@@ -27,6 +27,13 @@ def write_marker(directory: str | Path, tool: str, **fields: Any) -> Path:
     return path
 
 
+def file_in_the_way(path: str | Path) -> Path | None:
+    """The regular file at ``path`` or above it, which keeps a directory from being made there
+    (``None`` when there is none)."""
+    path = Path(path)
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+
+
 def read_marker(directory: str | Path) -> dict[str, Any] | None:
     """The marker of ``directory`` (``None`` when it has none; a link or unreadable file is none)."""
     path = Path(directory) / MARKER
@@ -45,4 +52,4 @@ def marked_by(directory: str | Path, tool: str) -> bool:
     return info is not None and info.get("tool") == tool
 
 
-__all__ = ["MARKER", "marked_by", "read_marker", "write_marker"]
+__all__ = ["MARKER", "file_in_the_way", "marked_by", "read_marker", "write_marker"]

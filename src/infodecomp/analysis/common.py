@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from infodecomp.markers import marked_by, read_marker, write_marker
+from infodecomp.markers import file_in_the_way, marked_by, read_marker, write_marker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -158,13 +158,14 @@ def _check_location(out: Path) -> None:
     """AnalysisError unless ``out`` can be created: no regular file on its path, and its nearest
     existing ancestor a directory in which a directory can be made (tried, then removed: the
     permission bits do not tell for root, a read-only mount or /proc)."""
+    blocker = file_in_the_way(out.parent)
+    if blocker is not None:
+        raise AnalysisError(f"cannot create {out}: {blocker} is a file, not a directory")
     anc = out.parent
     while not anc.exists():
         if anc.is_symlink():  # a dangling link: mkdir would fail on it
             raise AnalysisError(f"cannot create {out}: {anc} is a broken symbolic link")
         anc = anc.parent
-    if not anc.is_dir():
-        raise AnalysisError(f"cannot create {out}: {anc} is a file, not a directory")
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".infodecomp-probe-", dir=anc))
     except OSError as err:
