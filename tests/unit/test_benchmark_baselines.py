@@ -61,6 +61,34 @@ def test_reflag_applies_the_current_rule_to_recorded_checks(bench) -> None:  # n
     assert bench.reflag([{**base, "gap": 0.0, "drift": 0.25}])[0]["flag"] == "not-converged"
     # the k-NN check, recorded as "baseline" (rows written before it existed have none)
     assert bench.reflag([{**base, "gap": 0.0, "baseline": 1.5}])[0]["flag"] == "below-baseline"
-    assert bench.reflag([{**base, "gap": 0.0, "baseline": 1.1}])[0]["flag"] == "ok"
+    assert bench.reflag([{**base, "gap": 0.0, "baseline": 1.09}])[0]["flag"] == "ok"  # within the 0.1-nat cap
+    assert bench.reflag([{**base, "gap": 0.0, "baseline": 1.15}])[0]["flag"] == "below-baseline"  # 20% would allow it
+    # a k-NN estimate within 3 of the estimate's SEs says nothing, however far above the tolerance
+    assert bench.reflag([{**base, "gap": 0.0, "orthogonal_se": 0.2, "baseline": 1.5}])[0]["flag"] == "ok"
+    # no drift once the held-out loss has stopped improving (it would show the over-fitting that followed)
+    assert bench.reflag([{**base, "gap": 0.0, "drift": 0.25, "settled": True}])[0]["flag"] == "ok"
+    assert bench.reflag([{**base, "gap": 0.0, "drift": 0.25, "steps": 1700, "best_step": 900}])[0]["flag"] == "ok"
+    assert bench.reflag([{**base, "gap": 0.0, "drift": 0.25, "steps": 1700, "best_step": 1700}])[0]["flag"] == "not-converged"
     other = {"task": "t", "estimator": "ksg", "estimate": 1.0}
     assert bench.reflag([other]) == [other]
+
+
+def test_tasks_with_identical_gaussian_scores_are_one_outcome(bench) -> None:  # noqa: ANN001
+    """An increasing map of each column leaves the Gaussian scores, so the diffusion estimator's
+    result, unchanged: the benchmark runs such a group once and counts it once among the distinct
+    outcomes (and as often as it has tasks in the 40-task figures)."""
+    tasks = ["1v1-normal-0.75", "normal_cdf-1v1-normal-0.75", "half_cube-1v1-normal-0.75", "multinormal-dense-2-2-0.5"]
+    group = bench.preprocessing_groups(tasks, 500, seed=3)
+    assert group == {tasks[0]: tasks[0], tasks[1]: tasks[0], tasks[2]: tasks[0], tasks[3]: tasks[3]}
+    calls = []
+
+    def fake(x, y, c=None):  # noqa: ANN001, ANN202
+        calls.append(x.shape)
+        return {"estimate": 0.5}
+
+    rows = bench.run(tasks, ["ksg-copula"], {"ksg-copula": fake}, [], lambda rows: None, n=500, seed=3)
+    assert len(calls) == 2 and [r.get("same_as") for r in rows] == [None, tasks[0], tasks[0], None]
+    s = bench.summary(rows)
+    assert s["estimators"]["ksg-copula"]["tasks"] == 4 and s["distinct"]["ksg-copula"]["tasks"] == 2
+    assert s["distinct"]["ksg-copula"]["mean_abs_error"] == pytest.approx(
+        (abs(0.5 - rows[0]["truth"]) + abs(0.5 - rows[3]["truth"])) / 2)

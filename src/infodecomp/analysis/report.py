@@ -41,8 +41,10 @@ from infodecomp.analysis.common import (
 )
 from infodecomp.evaluation import (
     DRIFT_SES,
+    GAP_SES,
     SETTLE_EVALS,
     TOLERANCE_ABS,
+    TOLERANCE_CAP,
     TOLERANCE_REL,
     InfoRow,
     flag_unsettled,
@@ -367,13 +369,13 @@ def render_markdown(r: Mapping[str, Any]) -> str:
                   "cancel. The density plot shows at which noise levels the model gains or loses information",
                   "relative to the exact oracle. The two estimators differ, on average, only through model",
                   "error (their gap has zero mean for a conditional branch that is the conditional expectation),",
-                  "so a gap of more than 4 SE whose implied error (the gap if positive, under-fit; half of it if",
+                  f"so a gap of more than {GAP_SES:g} SE whose implied error (the gap if positive, under-fit; half of it if",
                   "negative, noise) exceeds the tolerance is flagged `model-inconsistent`; an estimate more than 3 SE",
                   f"and {TOLERANCE_ABS} nats above the condition's entropy (which bounds it) is flagged `exceeds-bound`,",
                   f"and one that moved by more than the tolerance and {DRIFT_SES:.0f} SE (item by item, same draws) over the",
                   f"last {SETTLE_EVALS} evaluations of training is flagged `not-converged`.",
-                  f"The gap and the drift count only beyond max({TOLERANCE_ABS} nats, {100 * TOLERANCE_REL:.0f}% of "
-                  "the estimate). None of these checks needs ground truth.",
+                  f"The gap and the drift count only beyond max({TOLERANCE_ABS} nats, min({100 * TOLERANCE_REL:.0f}% of "
+                  f"the estimate, {TOLERANCE_CAP} nats)). None of these checks needs ground truth.",
                   ""]
         lines += image("val/information", "information") + image("val/information_density", "density")
     if r.get("heatmaps"):
