@@ -64,7 +64,7 @@ from infodecomp.estimators.baselines import (
     NeuralConfig,
 )
 from infodecomp.evaluation import InfoRow, verdict
-from infodecomp.lightning.estimator import DiffusionMI, knn_baseline
+from infodecomp.lightning.estimator import DiffusionConfig, DiffusionMI, knn_baseline
 from infodecomp.tasks import get_task, task_ids
 
 QUICK_TASKS = [
@@ -170,8 +170,9 @@ def reflag(rows: list[dict]) -> list[dict]:
     for r in rows:
         if r["estimator"] == "diffusion":
             # DiffusionMI reports no drift once the held-out loss has not improved for its patience
-            # (6 checks 100 steps apart by default; rows from before "settled" was recorded)
-            settled = r.get("settled", "best_step" in r and r["best_step"] <= r["steps"] - 600)
+            # (rows from before "settled" was recorded: the default patience)
+            patience = DiffusionConfig.patience * DiffusionConfig.val_every
+            settled = r.get("settled", "best_step" in r and r["best_step"] <= r["steps"] - patience)
             row = InfoRow("mi/y", "y", "mi", r["estimate"], r["orthogonal_se"], 0, 0, gap=r["gap"], gap_se=r["gap_se"],
                           drift=None if settled else r["drift"], drift_se=None if settled else r.get("drift_se"),
                           baseline=r.get("baseline"))

@@ -323,8 +323,8 @@ class DiffusionMI(_Fitted):
             # the drift says whether training has settled; when the held-out loss has not improved
             # for ``patience`` checks it has (and the drift of the models after the selected one
             # shows their over-fitting, not the selected model)
-            quiet = self.settled or estimator not in drifts
-            row.drift, row.drift_se = (None, None) if quiet else (drifts[estimator]["drift"], drifts[estimator]["drift_se"])
+            no_drift = self.settled or estimator not in drifts
+            row.drift, row.drift_se = (None, None) if no_drift else (drifts[estimator]["drift"], drifts[estimator]["drift_se"])
             self.rows[estimator] = row
         self.history = {k: v for k, v in watch.history.items() if k.startswith(f"{self.kind}/")}
         if cfg.knn_check:
