@@ -29,9 +29,12 @@ test-all: $(STAMP)
 # (the report goes to outputs/reports/shapes).
 # An interrupted demo continues where it stopped (the newest run's last.ckpt, the report's
 # finished steps); a finished one is reported again.
+# It ends with its wall time per phase (the report's line gives each of its steps).
 demo: $(STAMP)
-	$(PY) train.py --ckpt_path last
-	$(PY) analyze.py report outputs/runs/shapes --overwrite
+	@start=$$(date +%s); \
+	$(PY) train.py --ckpt_path last && trained=$$(date +%s) && \
+	$(PY) analyze.py report outputs/runs/shapes --overwrite && end=$$(date +%s) && \
+	echo "make demo wall time: $$((end - start)) s (training $$((trained - start)) s, report $$((end - trained)) s)"
 
 bench-quick: $(STAMP)
 	$(PY) benchmarks/estimators.py --quick
@@ -41,6 +44,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/baselines.py --json outputs/benchmarks/baselines.json
 	$(PY) benchmarks/training.py --json outputs/benchmarks/training.json
 	$(PY) benchmarks/pid.py --json outputs/benchmarks/pid.json
+	$(PY) benchmarks/scaling.py --json outputs/benchmarks/scaling.json
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks

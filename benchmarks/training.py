@@ -82,7 +82,9 @@ def _plain_loop(module: DiffusionModule, loader: torch.utils.data.DataLoader, st
     return (time.perf_counter() - start) / steps
 
 
-class _StepTimer(pl.Callback):
+class StepTimer(pl.Callback):
+    """Wall time from the start of step ``warmup`` to the end of training (per-step cost without start-up)."""
+
     def __init__(self, warmup: int = 3) -> None:
         self.warmup, self.start, self.end = warmup, None, None
 
@@ -102,7 +104,7 @@ def throughput(name: str, make_module, dm: pl.LightningDataModule, steps: int, r
         torch.manual_seed(0)
         plain.append(_plain_loop(make_module(), dm.train_dataloader(), steps))
         torch.manual_seed(0)
-        timer = _StepTimer()
+        timer = StepTimer()
         trainer = pl.Trainer(max_steps=steps + 3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, limit_val_batches=0, gradient_clip_val=1.0,
                              accelerator="cpu", callbacks=[timer])

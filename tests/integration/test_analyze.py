@@ -58,6 +58,13 @@ def test_report_from_a_run_directory(shapes_run: Path, tmp_path: Path) -> None:
                 "mi_history.png"):
         assert f"]({fig})" in md and (out / fig).stat().st_size > 1000
     assert report["information_density"]["oracle"] is not None and report["nll_bpd"]["se"] > 0
+    # the wall time of each step, in report.json, report.md and the last line printed
+    steps = report["step_seconds"]
+    assert list(steps) == ["information", "heatmaps", "mmse", "likelihood"] and all(t > 0 for t in steps.values())
+    assert sum(steps.values()) <= report["seconds"]
+    assert "(information " in md.splitlines()[-1]
+    last = res.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"report wall time: {report['seconds']:.0f} s (information ") and "likelihood" in last
     assert (out.stat().st_mode & 0o777) == (0o777 & ~_umask())  # ordinary permissions, not mkdtemp's 0700
     assert not list(out.parent.glob(".*"))  # nothing left beside it
     # refusing to overwrite leaves the report untouched
@@ -127,6 +134,7 @@ def test_killed_report_resumes_and_leaves_nothing_behind(shapes_run: Path, tmp_p
     assert not partial.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["report"]
     report = json.loads((out / "report.json").read_text())
     assert {r["name"] for r in report["information"]} >= {"mi/shape", "cmi/colour"} and "mmse" in report
+    assert report["step_seconds"]["information"] > 0  # the interrupted run's time for the step it finished
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,31 @@ def test_results_do_not_depend_on_batching_or_memory_budget(gaussian) -> None:
     torch.testing.assert_close(torch.cat(parts), whole.value)
 
 
+def test_a_cpu_forward_holds_a_bounded_number_of_input_values() -> None:
+    from infodecomp.estimators.engine import CPU_FORWARD_ELEMENTS, forward_rows
+
+    image = torch.zeros(2, 3, 16, 16)
+    assert forward_rows(4096, image) == CPU_FORWARD_ELEMENTS // 768 < 4096
+    assert forward_rows(100, image) == 100  # a smaller budget is kept
+    assert forward_rows(4096, torch.zeros(2, 5)) == 4096  # vectors: the whole budget
+    assert forward_rows(4096, torch.zeros(1, 4, 512, 512)) == 1  # never zero rows
+    with pytest.raises(ValueError, match="max_batch must be >= 1"):
+        forward_rows(0, image)
+
+
+def test_image_results_do_not_depend_on_the_cpu_forward_size() -> None:
+    """Images are evaluated in CPU-sized forwards; the draws, and so the numbers, stay the same."""
+    from infodecomp.oracles import GaussianMixtureOracle
+
+    mix = GaussianMixtureOracle.overlapping(n_classes=3, dim=768, shape=(3, 16, 16))
+    x, labels = mix.sample(6, seed=0)
+    kwargs = dict(reduction="sample", n_draws=16, seed=3)
+    small = mutual_information(mix, x, labels["label"], max_batch=16, **kwargs)
+    default = mutual_information(mix, x, labels["label"], **kwargs)
+    torch.testing.assert_close(small.value, default.value)
+    torch.testing.assert_close(small.se, default.se)
+
+
 def test_seed_controls_draws(gaussian) -> None:
     g, s = gaussian
     den = g.denoiser("x")

@@ -1,7 +1,7 @@
 """Per-pixel word maps stream: peak memory does not grow with the number of log-SNR draws.
 
-A 64x64x4 latent (Stable Diffusion's size) with 5 words: 7 conditions x 100 (or 400) draws x 2
-antithetic noises would need ~90 MB (~360 MB) per tensor if evaluated at once. Chunked
+A 64x64x4 latent (Stable Diffusion's size) with 5 words: 7 conditions x 100 (or 1600) draws x 2
+antithetic noises would need ~90 MB (~1.4 GB) per tensor if evaluated at once. Chunked
 conditions and streaming accumulation keep the peak at the chunk size (``max_batch`` rows).
 Measured in a fresh process from ``/proc/self/status`` (VmHWM, the peak resident size).
 """
@@ -51,10 +51,12 @@ def _peak(n_draws: int) -> dict:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_word_maps_peak_memory_is_fixed_by_the_chunk() -> None:
-    small, large = _peak(100), _peak(400)
+    small, large = _peak(100), _peak(1600)
     assert small["shape"] == large["shape"] == [1, 5, 64, 64]
-    # a fixed budget: far below one all-at-once tensor (~360 MB at 400 draws), and not growing with
-    # draws. The allocator's own share of the peak varies from run to run (47-64 MB seen on the same
-    # machine and code), so the bound sits well above that spread and well below the 360 MB.
+    # a fixed budget: far below one all-at-once tensor (~1.4 GB at 1600 draws), and not growing with
+    # draws. The allocator's own share of the peak varies from run to run: 47-64 MB with forwards of
+    # 32 rows, 28-57 MB with the CPU's smaller forwards (engine.forward_rows; 100, 400, 800 and 1600
+    # draws gave 35, 41, 57 and 40 MB in one series), so the bounds sit above that spread and far
+    # below what 16 times the draws would add if anything grew with them.
     assert large["peak_increase_mb"] < 96, large
-    assert large["peak_increase_mb"] - small["peak_increase_mb"] < 16, (small, large)
+    assert large["peak_increase_mb"] - small["peak_increase_mb"] < 48, (small, large)

@@ -110,7 +110,9 @@ def test_pid_costs_four_conditions_per_draw_in_one_forward_and_equals_term_by_te
     counting.batch_conditions = oracle.batch_conditions
     res = partial_information(counting, b.x, conds, reduction="pixel", n_draws=8)
     assert sum(calls) == 4 * 8 * 8 and res.nfe == 4 * 8
-    assert len(calls) == 1  # all four conditions, every draw of these 8 items, in one forward
+    # all four conditions of every draw of an item in one forward: whole items per forward (the
+    # CPU's forwards hold at most 341 rows of these 3x16x16 images, so 5 items, then 3)
+    assert len(calls) <= 2 and all(c % (4 * 8) == 0 for c in calls), calls
     by_term = {}
     for name, term in pid_terms("pointwise-min").items():
         by_term[name] = integrate(oracle, b.x, {n: conds[n] for n in term.names}, {"t": term}, n_draws=8,

@@ -335,5 +335,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if out is not None:  # rank zero of a multi-device report
         print(f"report written to {out}/report.md")
+        print(report_timing(out / "report.json"))
     return 0
 
+
+def report_timing(path: Path) -> str:
+    """The line ``analyze.py report`` ends with: the report's wall time, step by step (its report.json)."""
+    import json
+
+    from infodecomp.analysis.report import wall_time
+
+    return f"report wall time: {wall_time(json.loads(Path(path).read_text()))}"

@@ -162,15 +162,19 @@ def make_report(
         todo = {name: cb for name, cb in steps.items() if name not in done}
         if done:
             log.warning("resuming the report in %s: %s already done", tmp, ", ".join(done))
+        savers: dict[str, StepSaver] = {}
         wb = _validate(module, dm, todo, s, tmp, progress=progress, wandb=wandb, accelerator=accelerator,
-                       devices=devices)
+                       devices=devices, savers=savers)
         result: dict[str, Any] = {"model": module.hparams["backbone"]["class_path"], "checkpoint": str(ckpt),
                                   "config": str(cfg_path), "devices": devices, "settings": asdict(s),
                                   "figures": {}}
+        result["step_seconds"] = {}
         for name in steps:
-            part = done.get(name) or {"result": todo[name].result, "figures": todo[name].figures}
+            part = done.get(name) or {"result": todo[name].result, "figures": todo[name].figures,
+                                      "seconds": savers[name].seconds if name in savers else None}
             result.update(part["result"])
             result["figures"].update(part["figures"])
+            result["step_seconds"][name] = part.get("seconds")
         result.setdefault("n_eval", s.n_eval)
         result.setdefault("n_draws", s.n_draws)
         hist = read_history(run)
@@ -194,13 +198,23 @@ def make_report(
 
 
 def _validate(module: Any, dm: Any, steps: Mapping[str, Any], s: ReportSettings, tmp: Path | None, *,
-              progress: bool, wandb: bool, accelerator: str, devices: int) -> Any:
-    """Run the steps' callbacks under ``Trainer.validate``; each finished step is saved in ``tmp``.
+              progress: bool, wandb: bool, accelerator: str, devices: int,
+              savers: dict[str, StepSaver] | None = None) -> Any:
+    """Run the steps' callbacks under ``Trainer.validate``; each finished step is saved in ``tmp``
+    with its wall time (``savers``, when given, receives the :class:`StepSaver` of each step).
     Returns the W&B logger (its run still open, for :func:`_publish_wandb`) or ``None``."""
     callbacks: list[pl.Callback] = []
+    clock = _StepClock()
     for name, cb in steps.items():
         cb.progress, cb.figure_dir = progress, tmp  # each step shows its own progress bar
-        callbacks += [cb, StepSaver(name, cb, tmp)] if tmp is not None else [cb]
+        if tmp is not None:
+            saver = StepSaver(name, cb, tmp, clock)
+            callbacks += [cb, saver]
+            if savers is not None:
+                savers[name] = saver
+        else:
+            callbacks.append(cb)
+    callbacks.insert(0, clock)
     logger: Any = False
     if wandb and tmp is not None:
         from infodecomp.lightning.loggers import AutoWandbLogger
@@ -237,20 +251,35 @@ def _publish_wandb(run: Any, result: Mapping[str, Any], hist: Mapping[str, tuple
                          step=max(max(c["step"]) for c in curves.values()))
 
 
-class StepSaver(pl.Callback):
-    """Keeps a report step's result once its callback (just before it in the list) has run, so
-    that a killed report resumes from the steps it finished."""
+class _StepClock(pl.Callback):
+    """The time at which the previous report step ended (the steps run one after another in
+    ``on_validation_end``, in list order; this callback is first, so it starts the clock)."""
 
-    def __init__(self, name: str, callback: Any, tmp: Path) -> None:
-        self.name, self.callback, self.tmp = name, callback, tmp
+    def __init__(self) -> None:
+        self.mark = time.perf_counter()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.mark = time.perf_counter()
+
+
+class StepSaver(pl.Callback):
+    """Keeps a report step's result and wall time once its callback (just before it in the list)
+    has run, so that a killed report resumes from the steps it finished."""
+
+    def __init__(self, name: str, callback: Any, tmp: Path, clock: _StepClock | None = None) -> None:
+        self.name, self.callback, self.tmp, self.clock = name, callback, tmp, clock
+        self.seconds: float | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.clock is not None:  # this step's wall time: since the previous step (or the start) ended
+            now = time.perf_counter()
+            self.seconds, self.clock.mark = now - self.clock.mark, now
         if trainer.is_global_zero and self.callback.enabled:
             path = self.tmp / "steps" / f"{self.name}.json"
             path.parent.mkdir(exist_ok=True)
             part = path.with_suffix(".part")
-            part.write_text(json.dumps({"result": self.callback.result, "figures": self.callback.figures},
-                                       default=float))
+            part.write_text(json.dumps({"result": self.callback.result, "figures": self.callback.figures,
+                                        "seconds": self.seconds}, default=float))
             os.replace(part, path)
 
 
@@ -341,6 +370,12 @@ def render_pid(p: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def wall_time(r: Mapping[str, Any]) -> str:
+    """A report's wall time and that of each of its steps: ``"249 s (information 158 s, ...)"``."""
+    steps = ", ".join(f"{k} {v:.0f} s" for k, v in (r.get("step_seconds") or {}).items() if v is not None)
+    return f"{r['seconds']:.0f} s" + (f" ({steps})" if steps else "")
+
+
 def render_markdown(r: Mapping[str, Any]) -> str:
     """A report a person can read, with the figures embedded."""
     figs = r.get("figures", {})
@@ -404,5 +439,5 @@ def render_markdown(r: Mapping[str, Any]) -> str:
                   "(continuous density of the modelled values).", ""]
     if "val/samples" in figs:
         lines += ["## Samples (deterministic DDIM on a log-SNR grid)", ""] + image("val/samples", "samples")
-    lines.append(f"_Computed in {r['seconds']:.0f} s._")
+    lines.append(f"_Computed in {wall_time(r)}._")
     return "\n".join(lines) + "\n"

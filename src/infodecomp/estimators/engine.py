@@ -106,6 +106,22 @@ class Term:
         return tuple((c, self.ref) for c in (self.cond, self.second) if c is not None)
 
 
+# Rows per forward on a CPU: large batches of images overflow the caches, and a forward over
+# 4096 rows of 3x16x16 took 2.4x as long per row as one over 256 on a 2-core CPU
+# (benchmarks/scaling.py); GPUs keep the whole ``max_batch``.
+CPU_FORWARD_ELEMENTS = 1 << 18
+
+
+def forward_rows(max_batch: int, x: Tensor) -> int:
+    """Rows per denoiser forward: ``max_batch``, or fewer on a CPU (at most
+    :data:`CPU_FORWARD_ELEMENTS` input values per forward) where smaller batches run faster."""
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    if x.device.type != "cpu":
+        return max_batch
+    return max(1, min(max_batch, CPU_FORWARD_ELEMENTS // max(1, x[0].numel())))
+
+
 # --------------------------------------------------------------------------------------------
 # validation
 
@@ -350,7 +366,8 @@ def integrate(
             size, chunking or the number of processes.
         sample_ids: stable ids of the data points (defaults to ``0..B-1``); give dataset
             indices when estimating over a sharded dataset.
-        max_batch: most rows per denoiser forward (the memory budget).
+        max_batch: most rows per denoiser forward (the memory budget; on a CPU fewer, see
+            :func:`forward_rows`).
         strata_per_block: log-SNR strata drawn per data point per chunk.
         progress: show a progress bar.
 
@@ -361,8 +378,7 @@ def integrate(
     _check_x(x)
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if max_batch < 1:
-        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    max_batch = forward_rows(max_batch, x)
     batch, shape = x.shape[0], tuple(x.shape[1:])
     check_conditions(conditions, batch)
     needed = _check_terms(terms, conditions)
@@ -497,6 +513,7 @@ def evaluate_curve(
     k_eps = 2 if antithetic else 1
     if n_eps < k_eps or n_eps % k_eps:
         raise ValueError(f"n_eps must be a positive multiple of {k_eps} (antithetic={antithetic}), got {n_eps}")
+    max_batch = forward_rows(max_batch, x)
     batch, shape = x.shape[0], tuple(x.shape[1:])
     check_conditions(conditions, batch)
     needed = _check_terms(terms, conditions)
