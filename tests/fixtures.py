@@ -30,6 +30,20 @@ def write_tiny_cifar10(root: Path, n_per_batch: int = 20) -> Path:
     return root
 
 
+def write_image_folder(root: Path, classes: int = 3, per_class: int = 4, size: int = 40) -> Path:
+    """One sub-folder of PNG images per class (``class0``, ``class1``, ...): smooth random textures."""
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    for c in range(classes):
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            coarse = rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)
+            Image.fromarray(coarse).resize((size, size), Image.BICUBIC).save(folder / f"{i:03d}.png")
+    return root
+
+
 def write_caption_folder(root: Path, n: int = 12, size: int = 40) -> Path:
     """PNG images and a captions.csv using the shapes-text vocabulary."""
     from PIL import Image

@@ -20,7 +20,7 @@ from torch.utils.data import default_collate
 from infodecomp.diffusion.channel import gaussian_mmse
 from infodecomp.diffusion.ddim import ddim_generate
 from infodecomp.estimators import Term, evaluate_curve, integrate, mmse_curves, nll
-from infodecomp.estimators.information import mass_in_mask  # noqa: F401  (re-exported: maps' share in a mask)
+from infodecomp.estimators.information import map_correlation, mass_in_mask  # noqa: F401  (re-exported for callbacks)
 from infodecomp.estimators.pid import PIDResult, assemble, pid_terms
 from infodecomp.interface import Denoiser, Estimate
 

@@ -113,6 +113,8 @@ def test_heatmap_callback_maps_and_mask_mass(tmp_path: Path) -> None:
         mass = last_value(rows, f"val/heatmap_mass_in_mask/{v}")
         assert 0.0 <= mass <= 1.0
         assert 0.0 <= last_value(rows, f"val/heatmap_mass_in_mask_oracle/{v}") <= 1.0
+        assert -1.0 <= last_value(rows, f"val/heatmap_oracle_r/{v}") <= 1.0  # the map against the exact one
+    assert set(cb.result["heatmaps"]["oracle_correlation"]) == {"shape", "colour", "position"}
     png = next((Path(trainer.loggers[0].log_dir) / "figures").glob("val_heatmap_cmi_step*.png"))
     assert png.stat().st_size > 5000
 

@@ -166,7 +166,7 @@ def test_an_installed_package_finds_the_shipped_model(tmp_path: Path) -> None:
     for script, err in (("infodecomp-train", "infodecomp-train: error: config file not found: nope.yaml; presets "
                                              "(--config NAME, from any directory): debug, default, "
                                              "experiment/caption_folder, experiment/cifar10, experiment/digits, "
-                                             "experiment/finetune, experiment/pid, experiment/shapes, "
+                                             "experiment/finetune, experiment/natural, experiment/pid, experiment/shapes, "
                                              "experiment/shapes_text, experiment/vector"),
                         ("infodecomp-analyze", "infodecomp-analyze: error: config file not found: nope.yaml")):
         args = ["--config", "nope.yaml"] if script == "infodecomp-train" else ["report", ".", "--config", "nope.yaml"]

@@ -171,6 +171,10 @@ EXPERIMENTS: dict[str, list] = {
                 "--model.backbone.init_args.layers_per_block", "1", "--model.backbone.init_args.attention", "false"],
     "caption_folder": ["--data.init_args.root", Fx("caption_folder"), "--data.init_args.n_val", "4",
                        "--data.init_args.batch_size", "4"],
+    "natural": ["--data.init_args.size", "16", "--model.backbone.init_args.image_size", "16",
+                "--data.init_args.per_class", "2", "--data.init_args.truth_samples", "2000", *SMALL_IMAGES,
+                "--model.backbone.init_args.block_out_channels", "[8, 16]",
+                "--model.backbone.init_args.norm_num_groups", "4"],
 }
 RESUME_MAX_STEPS = "6"  # debug.yaml stops at 3: a resume from that checkpoint runs 3 more steps
 REPORT_BUDGET = ["--n-eval", "8", "--n-draws", "4", "--n-heatmap", "4", "--no-samples"]

@@ -416,13 +416,21 @@ def render_markdown(r: Mapping[str, Any]) -> str:
     if r.get("heatmaps"):
         h = r["heatmaps"]
         lines += [f"## Where the information lives ({h['kind'].upper()} maps, {h['n_images']} images)", ""]
-        if "mass_in_mask" in h:
-            lines += md_head(["variable", "map mass inside the object (model)", "(exact oracle)"])
-            for v, (m, se) in h["mass_in_mask"].items():
-                o = h.get("oracle_mass_in_mask", {}).get(v)
-                lines.append(md_row([v, f"{100 * m:.1f}% ± {100 * se:.1f}", "—" if o is None else f"{100 * o[0]:.1f}%"]))
+        r_exact = h.get("oracle_correlation", {})
+        if "mass_in_mask" in h or r_exact:
+            mass, oracle_mass = h.get("mass_in_mask", {}), h.get("oracle_mass_in_mask", {})
+            head = ["variable"] + (["map mass inside the object (model)", "(exact oracle)"] if mass else [])
+            lines += md_head(head + (["Pearson r with the exact map, per image"] if r_exact else []))
+            for v in mass or r_exact:
+                row = [v]
+                if mass:
+                    o = oracle_mass.get(v)
+                    row += [f"{100 * mass[v][0]:.1f}% ± {100 * mass[v][1]:.1f}", "—" if o is None else f"{100 * o[0]:.1f}%"]
+                if r_exact:
+                    row.append(f"{r_exact[v][0]:.3f} ± {r_exact[v][1]:.3f}" if v in r_exact else "—")
+                lines.append(md_row(row))
             lines.append("")
-            if "oracle_mass_in_mask" in h:
+            if oracle_mass:
                 lines += ["A variable is told apart where its possible values would draw different pixels: for",
                           "shape or position that is partly where the object is *not* drawn, so even the exact",
                           "maps keep part of their mass outside the mask. Compare the model with the oracle column.",

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 from infodecomp.diffusion.sampling import LogSNRSampler
@@ -135,3 +136,13 @@ def mass_in_mask(maps: Tensor, masks: Tensor) -> Tensor:
     """Fraction of each map's total inside its mask: ``maps, masks: (B, H, W)`` -> ``(B,)``."""
     total = maps.flatten(1).sum(1).clamp_min(1e-12)
     return (maps * masks.to(maps.dtype)).flatten(1).sum(1) / total
+
+
+def map_correlation(maps: Tensor, reference: Tensor) -> Tensor:
+    """Pearson correlation over pixels of each map with its reference (e.g. the exact oracle's):
+    ``(B, H, W)`` twice -> ``(B,)``; 0 where either map is constant."""
+    a = maps.flatten(1).to(torch.float64)
+    b = reference.flatten(1).to(torch.float64)
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    den = (a.square().sum(1) * b.square().sum(1)).sqrt()
+    return torch.where(den > 0, (a * b).sum(1) / den.clamp_min(1e-300), torch.zeros_like(den))

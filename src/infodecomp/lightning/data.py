@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import pickle
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from infodecomp.diffusion.sampling import derive_seed
 from infodecomp.interface import Denoiser
 from infodecomp.tasks.images import DigitsWorld, PIDWorld, ShapesWorld, TwoObjectShapesWorld
+from infodecomp.tasks.natural import NaturalImageWorld, load_cifar10
 from infodecomp.tasks.vector import ConditionalTask, get_task
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ class TensorDataModule(_BaseDataModule):
 class _WorldDataModule(_BaseDataModule):
     """Training data drawn from an exactly known image world (a Gaussian mixture)."""
 
-    world: ShapesWorld | TwoObjectShapesWorld | DigitsWorld | PIDWorld
+    world: ShapesWorld | TwoObjectShapesWorld | DigitsWorld | PIDWorld | NaturalImageWorld
     text: bool = False
 
     def __init__(self, n_train: int, n_val: int, batch_size: int, num_workers: int, seed: int,
@@ -370,6 +370,28 @@ class DigitsDataModule(_WorldDataModule):
         self.world = DigitsWorld(size=size, sigma=sigma)
 
 
+class NaturalImagesDataModule(_WorldDataModule):
+    """Natural images with exactly known information (:class:`~infodecomp.tasks.natural.NaturalImageWorld`):
+    photographs (scikit-learn's, CIFAR-10's from disk, or a folder of your own) with a pasted patch,
+    labelled ``scene_a``, ``scene_b`` (two noisy raters of the scene) and ``patch`` (a noisy rater
+    of the patch, whose information lies inside the patch's square: ``masks``).
+
+    Args:
+        source, root, size, classes, per_class, patch_classes, patch, place, keep, patch_keep, sigma:
+            the world's (:class:`~infodecomp.tasks.natural.NaturalImageWorld`).
+    """
+
+    def __init__(self, source: str = "photos", root: str | None = None, size: int = 32, classes: int = 4,
+                 per_class: int = 6, patch_classes: int = 4, patch: int | None = None, place: str = "top left",
+                 keep: float = 0.7, patch_keep: float = 0.75, sigma: float = 0.1, n_train: int = 20000,
+                 n_val: int = 1024, batch_size: int = 32, num_workers: int = 0, seed: int = 0,
+                 truth_samples: int = 20000) -> None:
+        super().__init__(n_train, n_val, batch_size, num_workers, seed, truth_samples)
+        self.world = NaturalImageWorld(source=source, root=root, size=size, classes=classes, per_class=per_class,
+                                       patch_classes=patch_classes, patch=patch, place=place, keep=keep,
+                                       patch_keep=patch_keep, sigma=sigma)
+
+
 class CIFAR10DataModule(_BaseDataModule):
     """CIFAR-10 from a local folder in its standard format (``cifar-10-batches-py``), labelled.
 
@@ -387,40 +409,13 @@ class CIFAR10DataModule(_BaseDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        try:
-            ds = _local_cifar10()(str(self.root), train=True, download=self.download)
-        except RuntimeError as err:
-            raise ValueError(
-                f"CIFAR-10 not found under {self.root} (expected {self.root / 'cifar-10-batches-py'}); "
-                "put the standard python-format batches there or pass --data.init_args.download true"
-            ) from err
+        ds = load_cifar10(self.root, download=self.download)
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (N, 3, 32, 32)
         y = torch.tensor(ds.targets, dtype=torch.long)
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))
         val, train = perm[: self.n_val], perm[self.n_val :]
         self.train_set = DictDataset(x[train], {"label": y[train]})
         self.val_set = DictDataset(x[val], {"label": y[val]})
-
-
-def _local_cifar10() -> type:
-    """torchvision's CIFAR10 that accepts any files in the standard layout (md5 sums are only
-    checked when downloading), so subsets and test fixtures in the same format load too."""
-    from torchvision.datasets import CIFAR10
-
-    class LocalCIFAR10(CIFAR10):
-        def _check_integrity(self) -> bool:
-            base = Path(self.root) / self.base_folder
-            return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
-
-        def _load_meta(self) -> None:
-            path = Path(self.root) / self.base_folder / self.meta["filename"]
-            if not path.is_file():
-                raise RuntimeError(f"CIFAR-10 metadata file not found: {path}")
-            with path.open("rb") as f:
-                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-
-    return LocalCIFAR10
 
 
 class CaptionFolderDataModule(_BaseDataModule):

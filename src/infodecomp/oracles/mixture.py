@@ -7,6 +7,11 @@ discrete labels (e.g. ``{"class": ...}`` or ``{"shape": ..., "colour": ...}``); 
 on labels restricts the sum to matching components, which gives exact conditional and
 marginal denoisers from one object. Any finite set of images blurred by isotropic Gaussian
 noise is such a mixture.
+
+A label may also be a *noisy* function of the component, observed through a known confusion
+matrix ``p(y | true class)``: conditioning then reweights each component by ``p(y | k)``
+instead of excluding it, ``pi_k(y) ∝ pi_k p(y | k)``, and ``p(y | x) = sum_k r_k(x) p(y | k)``
+(``../shared/DESIGN.md`` §2, "Labels that do not saturate").
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ class GaussianMixtureOracle:
         labels: ``{attribute: (M,) long}`` labels per component, or one ``(M,)`` tensor (named
             ``"label"``). Default: each component is its own class, ``{"label": arange(M)}``.
         shape: event shape of ``x`` (default ``(d,)``).
+        confusion: ``{attribute: (C_true, C_obs)}`` row-stochastic matrices for labels observed with
+            noise: ``labels[attribute]`` then holds each component's true class, and a condition
+            holds the observed label, drawn from row ``labels[attribute][k]``. Observations of
+            different attributes are independent given the component.
 
     Conditions: ``None`` (marginal); a ``(B,)`` long tensor when there is a single attribute;
     or ``{attribute: (B,) long}`` with ``-1`` marking an attribute that is not given.
@@ -47,6 +56,7 @@ class GaussianMixtureOracle:
         weights: Tensor | None = None,
         labels: Mapping[str, Tensor] | Tensor | None = None,
         shape: Sequence[int] | None = None,
+        confusion: Mapping[str, Tensor] | None = None,
     ) -> None:
         means = torch.as_tensor(means, dtype=torch.float64)
         if means.ndim != 2:
@@ -86,6 +96,16 @@ class GaussianMixtureOracle:
         for k, v in self.labels.items():
             if v.shape != (m,):
                 raise ValueError(f"labels[{k!r}] must have shape ({m},), got {tuple(v.shape)}")
+        self.confusion: dict[str, Tensor] = {}
+        for k, c in (confusion or {}).items():
+            c = torch.as_tensor(c, dtype=torch.float64)
+            if k not in self.labels:
+                raise ValueError(f"confusion given for {k!r}, which is not an attribute of {list(self.labels)}")
+            classes = int(self.labels[k].max()) + 1
+            if c.ndim != 2 or c.shape[0] < classes or (c < 0).any() or not torch.allclose(c.sum(1), torch.ones((), dtype=c.dtype)):
+                raise ValueError(f"confusion[{k!r}] must be a ({classes}, C_obs) matrix of non-negative rows summing "
+                                 f"to 1, got shape {tuple(c.shape)}")
+            self.confusion[k] = c
         self._cast: dict[tuple, dict[str, Tensor]] = {}
 
     @classmethod
@@ -144,21 +164,30 @@ class GaussianMixtureOracle:
             out[k] = v.long()
         return out
 
-    def component_mask(self, cond: Cond, rows: int, device: torch.device | None = None) -> Tensor | None:
-        """``(rows, M)`` bool: components compatible with each row's labels (``None`` = all)."""
+    def condition_log_weights(self, cond: Cond, rows: int, device: torch.device | None = None) -> Tensor | None:
+        """``(rows, M)`` float64: ``log p(labels | component k)`` for each row's labels, ``-inf`` where a
+        component cannot carry them (``None`` when no label is given)."""
         given = self._as_label_dict(cond, rows)
         if not given:
             return None
-        mask = torch.ones(rows, self.n_components, dtype=torch.bool, device=device)
+        out = torch.zeros(rows, self.n_components, dtype=torch.float64, device=device)
         for k, v in given.items():
             v = v.to(device)
             labels = self.labels[k].to(device)
-            mask &= (v[:, None] == labels[None, :]) | (v[:, None] < 0)
-        empty = ~mask.any(dim=1)
+            if k in self.confusion:
+                log_c = self.confusion[k].to(device).log()
+                if (v >= log_c.shape[1]).any():
+                    raise ValueError(f"condition {k!r} has a label >= {log_c.shape[1]}, the number of observed classes")
+                term = log_c[labels[None, :], v.clamp_min(0)[:, None]]  # (rows, M)
+            else:
+                term = torch.zeros(rows, self.n_components, dtype=torch.float64, device=device).masked_fill(
+                    v[:, None] != labels[None, :], float("-inf"))
+            out += term.masked_fill(v[:, None] < 0, 0.0)
+        empty = torch.isinf(out).all(dim=1)
         if empty.any():
             bad = {k: v[empty.nonzero()[0, 0]].item() for k, v in given.items()}
             raise ValueError(f"no mixture component has labels {bad}")
-        return mask
+        return out
 
     def batch_conditions(self, conds: Sequence[Cond], sizes: Sequence[int]) -> Cond:
         """Merge conditions (``None`` included) into one ``{attribute: (sum(sizes),)}`` with -1 for absent."""
@@ -198,16 +227,19 @@ class GaussianMixtureOracle:
         weights: the denoiser of ``x`` given evidence that bears on the component softly, such
         as a caption with words removed (:mod:`infodecomp.probes.oracle`)."""
         rows = z.shape[0]
-        flat = z.reshape(rows, -1)
+        # float64 inside: with sharp responsibilities eps_hat is a difference of large terms, and in
+        # float32 its rounding leaves spurious values where the exact answer is zero (a label's map
+        # outside the pixels it draws)
+        flat = z.reshape(rows, -1).to(torch.float64)
         if flat.shape[1] != self.dim:
             raise ValueError(f"z has {flat.shape[1]} entries per sample, this mixture models {self.dim}")
-        a, s = signal_noise_scales(logsnr.to(z.dtype))
+        a, s = signal_noise_scales(logsnr.to(device=z.device, dtype=torch.float64))
         p = self._params(flat)
         log_n, den, proj = self._component_terms(flat, a, s)
         logits = log_n + p["log_weights"][None, :]
-        mask = self.component_mask(cond, rows, z.device)
-        if mask is not None:
-            logits = logits.masked_fill(~mask, float("-inf"))
+        given = self.condition_log_weights(cond, rows, z.device)
+        if given is not None:
+            logits = logits + given.to(logits)
         if log_prior is not None:
             if log_prior.shape != (rows, self.n_components):
                 raise ValueError(f"log_prior must be (B, M) = ({rows}, {self.n_components}), got {tuple(log_prior.shape)}")
@@ -219,7 +251,7 @@ class GaussianMixtureOracle:
         else:
             coef = resp[:, :, None] * s[:, None, None] * proj / den  # (R, M, d) eigen-coords
             eps_hat = torch.einsum("rme,mde->rd", coef, p["eigvecs"])
-        return eps_hat.reshape(z.shape)
+        return eps_hat.reshape(z.shape).to(z.dtype)
 
     # ---- exact densities and information ------------------------------------------------------
     def log_prob_components(self, x: Tensor) -> Tensor:
@@ -232,11 +264,10 @@ class GaussianMixtureOracle:
     def log_prob(self, x: Tensor, cond: Cond = None) -> Tensor:
         """Exact ``log p(x | labels)``, ``(B,)`` float64."""
         joint = self.log_prob_components(x)
-        mask = self.component_mask(cond, x.shape[0])
-        if mask is None:
+        given = self.condition_log_weights(cond, x.shape[0])
+        if given is None:
             return joint.logsumexp(1)
-        prior = self.log_weights[None, :].expand_as(joint)
-        return joint.masked_fill(~mask, -math.inf).logsumexp(1) - prior.masked_fill(~mask, -math.inf).logsumexp(1)
+        return (joint + given).logsumexp(1) - (self.log_weights[None, :] + given).logsumexp(1)
 
     def sample(self, n: int, seed: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
         """Draw ``n`` points: ``x: (n, *shape)`` and ``{attribute: (n,)}`` labels (plus ``"component"``)."""
@@ -250,6 +281,8 @@ class GaussianMixtureOracle:
             scaled = g * self.eigvals[comp].sqrt()
             x = self.means[comp] + torch.einsum("nde,ne->nd", self.eigvecs[comp], scaled)
         labels = {k: v[comp] for k, v in self.labels.items()}
+        for k, c in self.confusion.items():  # observed labels: one draw from the true class's row
+            labels[k] = torch.multinomial(c[labels[k]], 1, generator=gen)[:, 0]
         labels["component"] = comp
         return x.to(torch.get_default_dtype()).reshape((n,) + self.shape), labels
 
@@ -260,23 +293,45 @@ class GaussianMixtureOracle:
         g = {k: labels[k] for k in given}
         return self.log_prob(x, {**g, attribute: labels[attribute]}) - self.log_prob(x, g or None)
 
+    def label_probabilities(self, attribute: str) -> Tensor:
+        """``(M, C)`` float64: ``p(attribute = j | component k)``, one-hot for labels observed without noise."""
+        if attribute in self.confusion:
+            return self.confusion[attribute][self.labels[attribute]]
+        return torch.nn.functional.one_hot(self.labels[attribute]).to(torch.float64)
+
     def mutual_information(
-        self, attribute: str = "label", given: Sequence[str] = (), *, n: int = 20000, seed: int = 0, batch: int = 4096
+        self, attribute: str = "label", given: Sequence[str] = (), *, n: int = 20000, seed: int = 0, batch: int = 4096,
+        expected: bool | None = None,
     ) -> Estimate:
         """``I(X; A | G) = E[log p(a | x, g) - log p(a | g)]`` by Monte Carlo with exact posteriors.
 
-        Exact up to the reported Monte-Carlo standard error (no denoiser involved). Cost is
-        ``n * M`` component densities; for very many components use smaller ``n``.
+        Exact up to the reported Monte-Carlo standard error (no denoiser involved). With
+        ``expected`` the label ``a`` is summed out rather than drawn, ``I = E_{x,g}[KL(p(a | x, g) ||
+        p(a | g))]`` (Rao-Blackwell): the same mean with far less variance for noisy labels, where
+        a drawn ``a`` disagrees with ``x`` at random. Default: summed out when ``a`` or ``g`` is a
+        noisy label (``confusion``), drawn otherwise. Cost is ``n * M`` component densities; for very
+        many components use smaller ``n``.
         """
         if attribute not in self.labels:
             raise ValueError(f"unknown attribute {attribute!r}; this mixture has {list(self.labels)}")
+        if expected is None:
+            expected = any(a in self.confusion for a in (attribute, *given))
+        p_a = self.label_probabilities(attribute) if expected else None
         values = []
         for start in range(0, n, batch):
             m = min(batch, n - start)
             x, labels = self.sample(m, seed=seed * 1_000_003 + start)
-            values.append(self.pointwise_information(x, labels, attribute, given))
+            if p_a is None:
+                values.append(self.pointwise_information(x, labels, attribute, given))
+                continue
+            g = self.condition_log_weights({k: labels[k] for k in given} or None, m)
+            g = torch.zeros(m, self.n_components, dtype=torch.float64) if g is None else g
+            post = torch.softmax(self.log_prob_components(x) + g, dim=1) @ p_a  # p(a | x, g), (m, C)
+            prior = torch.softmax(self.log_weights[None, :] + g, dim=1) @ p_a  # p(a | g)
+            values.append(torch.xlogy(post, post).sum(1) - (post * prior.clamp_min(1e-300).log()).sum(1))
         v = torch.cat(values)
+        method = "monte-carlo over x, label summed out" if expected else "monte-carlo, exact posterior"
         return Estimate(
             value=v.mean(), se=v.std() / math.sqrt(n), nfe=0, logsnr_range=None,
-            reduction="mean", n_samples=n, info={"method": "monte-carlo, exact posterior"},
+            reduction="mean", n_samples=n, info={"method": method},
         )

@@ -103,6 +103,7 @@ class _MixtureWorld:
     component_labels: dict[str, Tensor]
     captions: list[str]
     sigma: float
+    confusion: dict[str, Tensor] = {}  # noqa: RUF012 - {attribute: (C_true, C_obs)} for noisy labels; none by default
 
     @property
     def n_components(self) -> int:
@@ -121,7 +122,8 @@ class _MixtureWorld:
             )
         if not hasattr(self, "_oracle"):
             self._oracle = GaussianMixtureOracle(
-                self.means.flatten(1), self.sigma**2, labels=self.component_labels, shape=self.image_shape
+                self.means.flatten(1), self.sigma**2, labels=self.component_labels, shape=self.image_shape,
+                confusion=self.confusion,
             )
         return self._oracle
 
@@ -133,6 +135,8 @@ class _MixtureWorld:
         noise = torch.randn((n,) + self.image_shape, generator=gen, dtype=torch.float64)
         x = (self.means[comp] + self.sigma * noise).to(torch.get_default_dtype())
         labels = {k: v[comp] for k, v in self.component_labels.items()}
+        for k, c in self.confusion.items():  # noisy labels: observed through their confusion matrix
+            labels[k] = torch.multinomial(c[labels[k]], 1, generator=gen)[:, 0]
         labels["component"] = comp
         return ShapesBatch(x=x, labels=labels, masks=self.masks[comp], captions=[self.captions[i] for i in comp])
 

@@ -8,7 +8,13 @@ from typing import Literal
 import pytorch_lightning as pl
 from typing_extensions import override
 
-from infodecomp.evaluation import EvalBatch, information_estimates, mass_in_mask, mean_and_se
+from infodecomp.evaluation import (
+    EvalBatch,
+    information_estimates,
+    map_correlation,
+    mass_in_mask,
+    mean_and_se,
+)
 from infodecomp.interface import ground_truth_of
 from infodecomp.lightning.callbacks.base import EvaluationCallback, gather_cat
 from infodecomp.plotting import plot_info_heatmaps
@@ -20,6 +26,9 @@ class InfoHeatmapCallback(EvaluationCallback):
     Logs a grid ``image | model map per variable | oracle map per variable`` as
     ``val/heatmap/<kind>`` and, when the data carry object masks, the fraction of each map's
     mass inside the object, ``val/heatmap_mass_in_mask/<v>`` (over the whole evaluation set).
+    Where the data module has an exact oracle, its maps on the same draws give the same share
+    (``val/heatmap_mass_in_mask_oracle/<v>``) and each image's Pearson correlation between the
+    model's map and the exact one, averaged (``val/heatmap_oracle_r/<v>``).
 
     Args:
         kind: ``"cmi"`` (``I(x; v | other variables)``, default) or ``"mi"``.
@@ -78,6 +87,10 @@ class InfoHeatmapCallback(EvaluationCallback):
                         gather_cat(trainer, mass_in_mask(oracle_maps[v], obj).cpu()))
                     metrics[f"val/heatmap_mass_in_mask_oracle/{v}"] = share["oracle_mass_in_mask"][v][0]
             self.result["heatmaps"].update({k: v for k, v in share.items() if v})
+        if oracle_maps is not None:
+            r = {v: mean_and_se(gather_cat(trainer, map_correlation(m, oracle_maps[v]).cpu())) for v, m in maps.items()}
+            self.result["heatmaps"]["oracle_correlation"] = r
+            metrics.update({f"val/heatmap_oracle_r/{v}": mean for v, (mean, _) in r.items()})
         self.log_scalars(trainer, metrics)
         k = min(self.n_images, batch.x.shape[0])
         fig = plot_info_heatmaps(
