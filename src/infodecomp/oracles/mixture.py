@@ -280,9 +280,7 @@ class GaussianMixtureOracle:
         else:
             scaled = g * self.eigvals[comp].sqrt()
             x = self.means[comp] + torch.einsum("nde,ne->nd", self.eigvecs[comp], scaled)
-        labels = {k: v[comp] for k, v in self.labels.items()}
-        for k, c in self.confusion.items():  # observed labels: one draw from the true class's row
-            labels[k] = torch.multinomial(c[labels[k]], 1, generator=gen)[:, 0]
+        labels = self.observe({k: v[comp] for k, v in self.labels.items()}, gen)
         labels["component"] = comp
         return x.to(torch.get_default_dtype()).reshape((n,) + self.shape), labels
 
@@ -292,6 +290,12 @@ class GaussianMixtureOracle:
         """Exact ``log p(x | a, g) - log p(x | g)`` at each point, ``(B,)`` float64."""
         g = {k: labels[k] for k in given}
         return self.log_prob(x, {**g, attribute: labels[attribute]}) - self.log_prob(x, g or None)
+
+    def observe(self, labels: dict[str, Tensor], gen: torch.Generator) -> dict[str, Tensor]:
+        """Observed labels from true ones: each noisy attribute drawn from its confusion row (in place)."""
+        for k, c in self.confusion.items():
+            labels[k] = torch.multinomial(c[labels[k]], 1, generator=gen)[:, 0]
+        return labels
 
     def label_probabilities(self, attribute: str) -> Tensor:
         """``(M, C)`` float64: ``p(attribute = j | component k)``, one-hot for labels observed without noise."""

@@ -135,8 +135,8 @@ class _MixtureWorld:
         noise = torch.randn((n,) + self.image_shape, generator=gen, dtype=torch.float64)
         x = (self.means[comp] + self.sigma * noise).to(torch.get_default_dtype())
         labels = {k: v[comp] for k, v in self.component_labels.items()}
-        for k, c in self.confusion.items():  # noisy labels: observed through their confusion matrix
-            labels[k] = torch.multinomial(c[labels[k]], 1, generator=gen)[:, 0]
+        if self.confusion:  # noisy labels: observed through their confusion matrices (the oracle's draw)
+            labels = self.oracle().observe(labels, gen)
         labels["component"] = comp
         return ShapesBatch(x=x, labels=labels, masks=self.masks[comp], captions=[self.captions[i] for i in comp])
 
