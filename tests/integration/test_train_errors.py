@@ -71,6 +71,11 @@ CASES = {
     "init-from-missing": (["--model.init_from", "inputs/missing.ckpt"], "init_from: checkpoint not found: inputs/missing.ckpt"),
     "init-from-other-model": (["--model.init_from", str(ROOT / "src/infodecomp/assets/shapes_text/last.ckpt")],
                               "holds a TextConditionedUNet; this run's backbone is a LabelledUNet"),
+    # position takes 4 values in the shapes world: value 3 would have been read as "not given"
+    "label-values": (["--config", "configs/debug.yaml", "--model.backbone.init_args.attributes",
+                      '{"shape": 3, "colour": 3, "position": 3}'],
+                     "data and model disagree on the conditions: label 'position' takes values 0..3 in the data, "
+                     "the model has 3 values (0..2)"),
     "shape-mismatch": (["--config", "configs/experiment/digits.yaml", "--model.backbone.init_args.image_size", "16"],
                        "data and model disagree on the input shape"),
 }

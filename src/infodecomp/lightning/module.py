@@ -198,6 +198,7 @@ class DiffusionModule(pl.LightningModule):
         examples = getattr(dm, "train_set", None)
         if examples is None or not len(examples):
             return
+        self._check_label_values(examples, getattr(dm, "val_set", None))
         from torch.utils.data import default_collate
 
         batch = default_collate([examples[0]])
@@ -207,6 +208,27 @@ class DiffusionModule(pl.LightningModule):
         except ValueError as err:
             raise ValueError(f"data and model disagree on the conditions: {err} "
                              f"({describe(self.backbone)}; set its conditions to match the data)") from err
+
+    def _check_label_values(self, *datasets: Any) -> None:
+        """Every label of the data sets' ``cond`` columns lies in ``[0, n)`` for a model label with
+        ``n`` values. Checked once on whole columns, not per step: a label equal to ``n`` would be
+        read as the embedding's "not given" row without any error, and a larger one would fail
+        mid-run (e.g. the 10 CIFAR-10 classes in a world preset built for 4)."""
+        for ds in datasets:
+            columns = getattr(ds, "cond", None)
+            if not isinstance(columns, Mapping):
+                continue
+            for name, (kind, size) in self.condition_spec.items():
+                col = columns.get(name)
+                if kind != "label" or not isinstance(col, Tensor) or not col.numel() or col.is_floating_point():
+                    continue
+                low, high = int(col.min()), int(col.max())
+                if low < 0 or high >= size:
+                    raise ValueError(
+                        f"data and model disagree on the conditions: label {name!r} takes values {low}..{high} in the "
+                        f"data, the model has {size} values (0..{size - 1}) ({describe(self.backbone)}; set its "
+                        f"conditions to match the data, e.g. --model.backbone.init_args.attributes "
+                        f"'{{{name}: {high + 1}, ...}}')")
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
