@@ -137,6 +137,28 @@ def test_killed_report_resumes_and_leaves_nothing_behind(shapes_run: Path, tmp_p
     assert report["step_seconds"]["information"] > 0  # the interrupted run's time for the step it finished
 
 
+def test_terminated_report_stops_after_its_running_step(shapes_run: Path, tmp_path: Path) -> None:
+    """SIGTERM (``kill``, a scheduler's limit): Lightning only notes it during the report's steps,
+    which used to run on to the end; now the report stops once the running step is saved."""
+    out = tmp_path / "report"
+    partial = tmp_path / ".report.partial"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "analyze.py"), "report", str(shapes_run), "--out", str(out),
+                             *FAST], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not (partial / "steps" / "information.json").is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 143, err[-2000:]
+    assert "report stopped by SIGTERM after its" in err and "Traceback" not in err
+    steps = {p.stem for p in (partial / "steps").glob("*.json")}
+    assert "information" in steps and not {"mmse", "likelihood"} <= steps  # it did not run on to the end
+    assert not out.exists()
+    res = analyze("report", str(shapes_run), "--out", str(out), *FAST)
+    assert res.returncode == 0 and "already done" in res.stderr, res.stderr[-2000:]
+    assert (out / "report.json").is_file() and not partial.exists()
+
+
 @pytest.fixture(scope="module")
 def vector_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("vector")
