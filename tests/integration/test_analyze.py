@@ -116,14 +116,22 @@ def test_bad_input_is_answered_before_torch_loads(tmp_path: Path) -> None:
     assert res.returncode == 2 and "model directory not found" in res.stderr
 
 
-def test_killed_report_resumes_and_leaves_nothing_behind(shapes_run: Path, tmp_path: Path) -> None:
-    out = tmp_path / "report"
-    partial = tmp_path / ".report.partial"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "analyze.py"), "report", str(shapes_run), "--out", str(out),
-                             *FAST], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def _report_past_its_first_step(run: Path, out: Path) -> subprocess.Popen:
+    """``analyze.py report RUN --out OUT`` in the background, once its information step is saved
+    (or it ended: the caller checks)."""
+    partial = out.parent / f".{out.name}.partial"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "analyze.py"), "report", str(run), "--out", str(out), *FAST],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
     while not (partial / "steps" / "information.json").is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
+    return proc
+
+
+def test_killed_report_resumes_and_leaves_nothing_behind(shapes_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    partial = tmp_path / ".report.partial"
+    proc = _report_past_its_first_step(shapes_run, out)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -9, "the report finished before it could be interrupted"
@@ -142,11 +150,7 @@ def test_terminated_report_stops_after_its_running_step(shapes_run: Path, tmp_pa
     which used to run on to the end; now the report stops once the running step is saved."""
     out = tmp_path / "report"
     partial = tmp_path / ".report.partial"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "analyze.py"), "report", str(shapes_run), "--out", str(out),
-                             *FAST], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 600
-    while not (partial / "steps" / "information.json").is_file() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    proc = _report_past_its_first_step(shapes_run, out)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 143, err[-2000:]
