@@ -170,3 +170,19 @@ def test_a_training_run_is_never_replaced_by_an_analysis(tmp_path: Path) -> None
         with pytest.raises(AnalysisError, match="is a training run's directory; an analysis never replaces it"):
             check_output(run, overwrite)
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"weights"
+
+
+def test_stop_if_terminated_exits_143_only_after_a_sigterm(capsys: pytest.CaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from infodecomp.analysis.common import STOPPED_BY_SIGTERM, stop_if_terminated
+
+    stop_if_terminated(SimpleNamespace(received_sigterm=False, is_global_zero=True), "item 3")
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit) as stop:
+        stop_if_terminated(SimpleNamespace(received_sigterm=True, is_global_zero=True), "item 3")
+    assert stop.value.code == STOPPED_BY_SIGTERM == 143
+    assert capsys.readouterr().err == "stopped by SIGTERM after item 3; the same command continues from there\n"
+    with pytest.raises(SystemExit):  # other ranks stop too, silently
+        stop_if_terminated(SimpleNamespace(received_sigterm=True, is_global_zero=False), "item 3")
+    assert capsys.readouterr().err == ""

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -102,6 +103,24 @@ def load_run(path: str | Path, config: str | Path | None = None) -> tuple[Any, A
     if shape is not None and tuple(shape) != module.input_shape:
         raise AnalysisError(f"the config's data have shape {tuple(shape)} but the model takes {module.input_shape}")
     return module, dm, ckpt, cfg_path
+
+
+#: exit status of an analysis stopped by SIGTERM (128 + 15, as a shell reports it)
+STOPPED_BY_SIGTERM = 143
+
+
+def stop_if_terminated(trainer: Any, done: str) -> None:
+    """Exit with :data:`STOPPED_BY_SIGTERM` if this process was sent SIGTERM (``kill``, a
+    scheduler's time limit), saying in one line what was finished.
+
+    Lightning's signal connector only notes the signal, and acts on it between validation batches
+    alone: not in ``predict``, and not in the callbacks that run after the last batch, where the
+    report's steps do their work. Called where finished work has just been saved, so that the same
+    command continues from there."""
+    if getattr(trainer, "received_sigterm", False):
+        if getattr(trainer, "is_global_zero", True):
+            print(f"stopped by SIGTERM after {done}; the same command continues from there", file=sys.stderr)
+        raise SystemExit(STOPPED_BY_SIGTERM)
 
 
 def partial_dir(out: Path) -> Path:

@@ -47,6 +47,7 @@ from infodecomp.analysis.common import (
     mark_output,
     md_head,
     md_row,
+    stop_if_terminated,
     write_atomically,
 )
 from infodecomp.interface import CaptionedWorld
@@ -427,6 +428,7 @@ def _item_writer(items_dir: Path) -> Any:
                 tmp = items_dir / f".{index:07d}.pt.tmp{trainer.global_rank}"
                 torch.save(item, tmp)
                 tmp.rename(items_dir / f"{index:07d}.pt")
+            stop_if_terminated(trainer, "the items written so far")  # (predict never acts on SIGTERM)
 
     return ItemWriter()
 

@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -38,6 +37,7 @@ from infodecomp.analysis.common import (
     md_head,
     md_row,
     partial_dir,
+    stop_if_terminated,
     write_atomically,
 )
 from infodecomp.evaluation import (
@@ -263,10 +263,6 @@ class _StepClock(pl.Callback):
         self.mark = time.perf_counter()
 
 
-#: exit status of a report stopped by SIGTERM (128 + 15, as a shell reports it)
-STOPPED_BY_SIGTERM = 143
-
-
 class StepSaver(pl.Callback):
     """Keeps a report step's result and wall time once its callback (just before it in the list)
     has run, so that a killed report resumes from the steps it finished."""
@@ -286,14 +282,9 @@ class StepSaver(pl.Callback):
             part.write_text(json.dumps({"result": self.callback.result, "figures": self.callback.figures,
                                         "seconds": self.seconds}, default=float))
             os.replace(part, path)
-        # Lightning notes a SIGTERM (``kill``, a scheduler's time limit) and acts on it only between
-        # validation batches, but the report's steps all run after the last batch: without this, a
-        # terminated report went on to its end. It stops once the running step is saved.
-        if getattr(trainer, "received_sigterm", False):
-            if trainer.is_global_zero:
-                print(f"report stopped by SIGTERM after its {self.name!r} step; the same command continues from the "
-                      "next step", file=sys.stderr)
-            raise SystemExit(STOPPED_BY_SIGTERM)
+        # (the steps run after the last validation batch, where Lightning does not act on SIGTERM:
+        # without this a terminated report went on to its end)
+        stop_if_terminated(trainer, f"the report's {self.name!r} step")
 
 
 _INFO_CURVE = re.compile(r"^val/c?mi(?:_(?:standard|orthogonal))?(?:_(?:se|true|oracle|drift_se))?/")
