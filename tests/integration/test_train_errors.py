@@ -138,3 +138,17 @@ def test_a_run_never_writes_over_what_is_there(workdir: Path, capsys: pytest.Cap
     assert "inputs/logs/vector/version_0 already holds files" in err and err.count("train.py: error:") == 1, err[-2000:]
     assert sorted(p.name for p in mine.iterdir()) == ["metrics.csv"] and (mine / "metrics.csv").read_text() == "mine\n"
     assert created(workdir) == []
+
+
+def test_unlabelled_items_are_not_a_label_mismatch() -> None:
+    """A negative label means "not given" (an unlabelled item): the label-range check lets it through."""
+    from infodecomp.lightning import DiffusionModule, TensorDataModule
+    from infodecomp.models.backbones import MLPBackbone
+
+    x = torch.randn(8, 2)
+    labels = torch.tensor([0, 1, -1, 2, -1, 0, 1, 2])
+    dm = TensorDataModule((x, {"y": labels}), (x, {"y": labels}))
+    model = DiffusionModule(MLPBackbone(dim=2, label_conditions={"y": 3}, hidden=8, depth=1, embed=8))
+    model.check_data(dm)  # no error: -1 is "not given", 0..2 within the model's 3 values
+    with pytest.raises(ValueError, match=r"label 'y' takes values 0\.\.3 in the data, the model has 3 values"):
+        model.check_data(TensorDataModule((x, {"y": labels + (labels == 2)}), (x, {"y": labels})))

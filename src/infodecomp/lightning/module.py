@@ -210,10 +210,11 @@ class DiffusionModule(pl.LightningModule):
                              f"({describe(self.backbone)}; set its conditions to match the data)") from err
 
     def _check_label_values(self, *datasets: Any) -> None:
-        """Every label of the data sets' ``cond`` columns lies in ``[0, n)`` for a model label with
-        ``n`` values. Checked once on whole columns, not per step: a label equal to ``n`` would be
-        read as the embedding's "not given" row without any error, and a larger one would fail
-        mid-run (e.g. the 10 CIFAR-10 classes in a world preset built for 4)."""
+        """Every label of the data sets' ``cond`` columns is below ``n`` for a model label with ``n``
+        values (a negative one means "not given", e.g. an unlabelled item). Checked once on whole
+        columns, not per step: a label equal to ``n`` would be read as the embedding's "not given"
+        row without any error, and a larger one would fail mid-run (e.g. the 10 CIFAR-10 classes in
+        a world preset built for 4)."""
         for ds in datasets:
             columns = getattr(ds, "cond", None)
             if not isinstance(columns, Mapping):
@@ -222,8 +223,9 @@ class DiffusionModule(pl.LightningModule):
                 col = columns.get(name)
                 if kind != "label" or not isinstance(col, Tensor) or not col.numel() or col.is_floating_point():
                     continue
-                low, high = int(col.min()), int(col.max())
-                if low < 0 or high >= size:
+                high = int(col.max())
+                if high >= size:
+                    low = int(col[col >= 0].min())
                     raise ValueError(
                         f"data and model disagree on the conditions: label {name!r} takes values {low}..{high} in the "
                         f"data, the model has {size} values (0..{size - 1}) ({describe(self.backbone)}; set its "
