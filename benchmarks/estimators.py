@@ -31,6 +31,7 @@ import torch
 from infodecomp import LogSNRSampler, conditional_mutual_information, mutual_information, nll
 from infodecomp.diffusion import fit_logistic_to_spectrum
 from infodecomp.estimators import Term, integrate
+from infodecomp.estimators.control import fit_noise_control, principal_directions
 from infodecomp.oracles import (
     GaussianMixtureOracle,
     GaussianOracle,
@@ -146,30 +147,49 @@ class ImageLikeGaussian:
         return maps.sum(1), maps.reshape(x.shape[0], self.side, self.side)
 
 
-def efficiency(quick: bool) -> tuple[list[dict], dict]:
+# the noise control of the default+control sampler: principal directions of this many data
+# samples (no denoiser call), a pilot of PILOT_ITEMS other points x PILOT_DRAWS draws
+CONTROL_DATA, CONTROL_DIRECTIONS, PILOT_ITEMS, PILOT_DRAWS = 4096, 256, 2, 32
+
+
+def efficiency(quick: bool, seed: int = 0) -> tuple[list[dict], dict]:
     task = ImageLikeGaussian()
     n_points, repeats = (6, 2) if quick else (16, 4)
-    x, y = task.sample(n_points, seed=0)
+    x, y = task.sample(n_points, seed=seed)
     truth, truth_maps = task.exact(x, y)
-    samplers = {
-        "reference": LogSNRSampler.reference(),
-        "default": LogSNRSampler(),
-        "default+fitted": LogSNRSampler(fit_logistic_to_spectrum(task.lam)),
-    }
     conds = {"y": y, "null": None}
+    terms = {"orth": Term("orthogonal", "y", "null")}
+    data, _ = task.sample(CONTROL_DATA, seed=11 + 1000 * seed)
+    x_pilot, y_pilot = task.sample(PILOT_ITEMS, seed=7 + 1000 * seed)
+    t0 = time.perf_counter()
+    control = fit_noise_control(task, x_pilot, {"y": y_pilot, "null": None}, terms,
+                                principal_directions(data, CONTROL_DIRECTIONS), n_draws=PILOT_DRAWS, seed=999 + seed)
+    control_seconds = time.perf_counter() - t0
+    pilot_per_point = control.pilot_nfe // n_points
+    default = LogSNRSampler()
+    samplers = {
+        "reference": (LogSNRSampler.reference(), None, 0),
+        "default": (default, None, 0),
+        "default+fitted": (LogSNRSampler(fit_logistic_to_spectrum(task.lam)), None, 0),
+        "default+control": (default, control, 0),
+        # the control's pilot is paid once per model (a report spreads it over all its items);
+        # charged to these few points, the reference gets the pilot's evaluations on top of its own
+        "reference+pilot": (LogSNRSampler.reference(), None, -pilot_per_point),
+    }
     rows = []
     variance_ratio = None
     for nfe in (32, 128, 512):
-        n_draws = nfe // 2  # two conditions per draw
         errors, map_errors, seconds = {}, {}, {}
-        for name, sampler in samplers.items():
+        for name, (sampler, ctl, charged) in samplers.items():
+            n_draws = (nfe - charged) // 2  # two conditions per draw
             vals, maps, std_runs = [], [], []
             t0 = time.perf_counter()
             for r in range(repeats):
-                terms = {"orth": Term("orthogonal", "y", "null")}
+                run_terms = dict(terms)
                 if name == "default" and nfe == 128:
-                    terms["std"] = Term("standard", "y", "null")
-                out = integrate(task, x, conds, terms, sampler=sampler, n_draws=n_draws, reduction="pixel", seed=100 + r)
+                    run_terms["std"] = Term("standard", "y", "null")
+                out = integrate(task, x, conds, run_terms, sampler=sampler, n_draws=n_draws, reduction="pixel",
+                                seed=100 + r + 1000 * seed, control=ctl)
                 maps.append(out["orth"].value.double())
                 vals.append(out["orth"].value.double().sum(dim=(1, 2)))
                 if "std" in out:
@@ -185,23 +205,29 @@ def efficiency(quick: bool) -> tuple[list[dict], dict]:
                 std_var = torch.stack(std_runs).var(dim=0).mean().item()
                 variance_ratio = {"nfe": nfe, "standard_var": std_var, "orthogonal_var": orth_var,
                                   "ratio": std_var / orth_var}
-        for name in ("default", "default+fitted"):
+        compared = {"default": "reference", "default+fitted": "reference", "default+control": "reference",
+                    "default+control(pilot charged)": "reference+pilot"}
+        for setting, ref in compared.items():
+            name = setting.split("(")[0]
             rows.append({
-                "setting": f"pointwise-orthogonal/{name}", "nfe": nfe,
-                "rmse_reference": errors["reference"], "rmse_default": errors[name],
-                "ratio": errors["reference"] / errors[name],
-                "seconds_reference": seconds["reference"], "seconds_default": seconds[name],
+                "setting": f"pointwise-orthogonal/{setting}", "nfe": nfe,
+                "rmse_reference": errors[ref], "rmse_default": errors[name],
+                "ratio": errors[ref] / errors[name],
+                "seconds_reference": seconds[ref], "seconds_default": seconds[name],
             })
             rows.append({
-                "setting": f"pixel-map-relative/{name}", "nfe": nfe,
-                "rmse_reference": map_errors["reference"], "rmse_default": map_errors[name],
-                "ratio": map_errors["reference"] / map_errors[name],
+                "setting": f"pixel-map-relative/{setting}", "nfe": nfe,
+                "rmse_reference": map_errors[ref], "rmse_default": map_errors[name],
+                "ratio": map_errors[ref] / map_errors[name],
             })
     meta = {
         "task": "1024-d Gaussian, DCT spectrum 1/(1+|f|^2), y = x + N(0, I)",
         "truth_mean_pointwise_mi": truth.mean().item(),
-        "n_points": n_points, "repeats": repeats,
+        "n_points": n_points, "repeats": repeats, "seed": seed,
         "standard_vs_orthogonal_variance": variance_ratio,
+        "control": {"directions": CONTROL_DIRECTIONS, "data_samples": CONTROL_DATA, "pilot_items": PILOT_ITEMS,
+                    "pilot_draws": PILOT_DRAWS, "pilot_nfe": control.pilot_nfe,
+                    "pilot_nfe_per_point_charged": pilot_per_point, "fit_seconds": control_seconds},
     }
     return rows, meta
 
@@ -210,7 +236,7 @@ def print_tables(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=120)
     t = Table(title="Accuracy on exact oracles (nats)")
     for col in ("case", "estimator", "truth", "estimate", "± SE", "|error|", "NFE/sample"):
         t.add_column(col, justify="right" if col not in ("case", "estimator") else "left")
@@ -226,6 +252,13 @@ def print_tables(result: dict) -> None:
         e.add_row(r["setting"], str(r["nfe"]), f"{r['rmse_reference']:.4g}", f"{r['rmse_default']:.4g}", f"{r['ratio']:.1f}x")
     console.print(e)
     v = meta["standard_vs_orthogonal_variance"]
+    c = meta["control"]
+    console.print(
+        f"Noise control: {c['directions']} principal directions of {c['data_samples']} data samples, pilot "
+        f"{c['pilot_items']} points x {c['pilot_draws']} draws = {c['pilot_nfe']} evaluations "
+        f"({c['pilot_nfe_per_point_charged']} per point: 'pilot charged' rows give the reference NFE + that many; "
+        f"fitted in {c['fit_seconds']:.1f} s)"
+    )
     console.print(
         f"Standard vs orthogonal pointwise variance at NFE {v['nfe']} (same draws): "
         f"{v['standard_var']:.4g} / {v['orthogonal_var']:.4g} = {v['ratio']:.1f}x"
@@ -236,11 +269,13 @@ def print_tables(result: dict) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sample sizes (under a minute on 2 cores)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="data seed of the efficiency part (its points, pilot and draws; 0 is the documented run)")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this path")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     cases = accuracy_cases(args.quick)
-    eff, meta = efficiency(args.quick)
+    eff, meta = efficiency(args.quick, args.seed)
     import platform
 
     result = {

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import pickle
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """The script ``benchmarks/<name>.py`` as a module (``bench_<name>``; its folder on the path)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_tiny_cifar10(root: Path, n_per_batch: int = 20) -> Path:

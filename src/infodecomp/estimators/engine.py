@@ -32,7 +32,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
@@ -46,6 +46,9 @@ from infodecomp.estimators.conditions import (
     slice_condition,
 )
 from infodecomp.interface import Cond, Curve, Denoiser, Estimate, SupportsConditionBatching
+
+if TYPE_CHECKING:
+    from infodecomp.estimators.control import NoiseControl
 
 Reduction = Literal["mean", "sample", "pixel", "coordinate"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sample", "pixel", "coordinate")
@@ -336,65 +339,46 @@ def progress_bar(enabled: bool, total: int, description: str) -> Iterator[callab
 # integrals over log-SNR
 
 
-def integrate(
+@dataclass
+class _Draw:
+    """One block of draws: items ``i0..i1-1``, ``nb`` log-SNRs each, ``rows = (i1 - i0) * nb * k_eps``
+    rows ordered item, log-SNR, antithetic sign."""
+
+    i0: int
+    i1: int
+    nb: int
+    weight: Tensor  # (S, nb) importance weights 1 / (2 p(alpha)), float64
+    eps: Tensor  # (rows, *shape)
+    logsnr: Tensor  # (rows,)
+    z: Tensor  # (rows, *shape)
+    eps_hat: dict[str, Tensor]  # condition name -> (rows, *shape)
+
+
+def _draws(
     denoiser: Denoiser,
     x: Tensor,
     conditions: Mapping[str, Cond],
-    terms: Mapping[str, Term],
+    needed: Sequence[str],
     *,
-    sampler: LogSNRSampler | None = None,
-    n_draws: int = 64,
-    reduction: Reduction = "mean",
-    seed: int = 0,
-    sample_ids: Tensor | Sequence[int] | None = None,
-    max_batch: int = 4096,
-    strata_per_block: int = 8,
-    progress: bool = False,
-) -> dict[str, Estimate]:
-    """Estimate ``(1/2) ∫ E_eps[integrand] d alpha`` for each term, on shared draws.
+    sampler: LogSNRSampler,
+    n_draws: int,
+    seed: int,
+    sample_ids: Tensor | Sequence[int] | None,
+    max_batch: int,
+    strata_per_block: int,
+    progress: bool,
+) -> Iterator[_Draw]:
+    """The draws of :func:`integrate`, block by block, with every needed condition evaluated.
 
-    Args:
-        denoiser: ``eps_hat(z, logsnr, cond)``.
-        x: data, ``(B, *shape)``.
-        conditions: named conditions, each ``None`` or with batch size ``B``.
-        terms: named integrands over those conditions.
-        sampler: how ``(alpha, eps)`` are drawn; defaults to :class:`LogSNRSampler`.
-        n_draws: ``(alpha, eps)`` draws per data point (each costs one evaluation per condition).
-        reduction: ``"mean"`` (expectation over the batch), ``"sample"`` (pointwise),
-            ``"pixel"`` (per-location map, channels summed) or ``"coordinate"``.
-        seed: draws depend only on ``(seed, sample id)``, so results do not depend on batch
-            size, chunking or the number of processes.
-        sample_ids: stable ids of the data points (defaults to ``0..B-1``); give dataset
-            indices when estimating over a sharded dataset.
-        max_batch: most rows per denoiser forward (the memory budget; on a CPU fewer, see
-            :func:`forward_rows`).
-        strata_per_block: log-SNR strata drawn per data point per chunk.
-        progress: show a progress bar.
-
-    Returns:
-        ``{term name: Estimate}``.
-    """
-    sampler = sampler or LogSNRSampler()
-    _check_x(x)
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    Draws depend only on ``(seed, sample id, block)``, never on the batch or chunk."""
     max_batch = forward_rows(max_batch, x)
     batch, shape = x.shape[0], tuple(x.shape[1:])
-    check_conditions(conditions, batch)
-    needed = _check_terms(terms, conditions)
     ids = _sample_ids(sample_ids, batch)
     n_alpha = sampler.n_logsnr(n_draws)
     k_eps = sampler.eps_per_logsnr
-    paired = sampler.scheme != "iid"
     block = max(2, strata_per_block - strata_per_block % 2)
     n_distinct = len({id(conditions[n]) for n in needed})
-
-    rows_per_sample = block * k_eps
-    per_chunk = max(1, max_batch // (rows_per_sample * n_distinct))
-    out_shape = _output_shape(shape, reduction)
-    acc_dtype = torch.float64 if x.device.type in ("cpu", "cuda") else torch.float32
-    acc_sum = {n: torch.zeros((batch,) + out_shape, dtype=acc_dtype, device=x.device) for n in terms}
-    acc_sq = {n: torch.zeros_like(v) for n, v in acc_sum.items()}
+    per_chunk = max(1, max_batch // (block * k_eps * n_distinct))
     shifts = [
         torch.rand(1, generator=torch.Generator().manual_seed(derive_seed(seed, i, "shift")),
                    dtype=torch.float64).item()
@@ -402,7 +386,6 @@ def integrate(
     ] if sampler.scheme == "lattice" else [0.0] * batch
     gen = torch.Generator(device=x.device)
     cpu_gen = torch.Generator()
-
     blocks = [(j, min(j + block, n_alpha)) for j in range(0, n_alpha, block)]
     chunks = [(i, min(i + per_chunk, batch)) for i in range(0, batch, per_chunk)]
     with torch.no_grad(), progress_bar(progress, len(chunks) * len(blocks), "integrating") as advance:
@@ -438,18 +421,88 @@ def integrate(
                         n: repeat_condition(slice_condition(conditions[n], i0, i1), rep) for n in needed
                     }
                 eps_hat = _evaluate(denoiser, z, logsnr_rows, row_conds_cache[rep], max_batch)
-                w = weight.to(device=x.device, dtype=acc_dtype)
-                for name, term in terms.items():
-                    v = _reduce(_integrand(term, eps_rows, eps_hat, logsnr_rows, z), reduction)
-                    v = v.to(acc_dtype).reshape((n_s, nb, k_eps) + out_shape).mean(dim=2)
-                    g = v * w.reshape((n_s, nb) + (1,) * len(out_shape))  # (S, nb, *out)
-                    acc_sum[name][i0:i1] += g.sum(dim=1)
-                    if paired:
-                        pairs = g.reshape((n_s, nb // 2, 2) + out_shape)
-                        acc_sq[name][i0:i1] += (pairs[:, :, 0] - pairs[:, :, 1]).square().sum(dim=1)
-                    else:
-                        acc_sq[name][i0:i1] += g.square().sum(dim=1)
+                yield _Draw(i0, i1, nb, weight, eps_rows, logsnr_rows, z, eps_hat)
                 advance()
+
+
+def integrate(
+    denoiser: Denoiser,
+    x: Tensor,
+    conditions: Mapping[str, Cond],
+    terms: Mapping[str, Term],
+    *,
+    sampler: LogSNRSampler | None = None,
+    n_draws: int = 64,
+    reduction: Reduction = "mean",
+    seed: int = 0,
+    sample_ids: Tensor | Sequence[int] | None = None,
+    max_batch: int = 4096,
+    strata_per_block: int = 8,
+    progress: bool = False,
+    control: NoiseControl | None = None,
+) -> dict[str, Estimate]:
+    """Estimate ``(1/2) ∫ E_eps[integrand] d alpha`` for each term, on shared draws.
+
+    Args:
+        denoiser: ``eps_hat(z, logsnr, cond)``.
+        x: data, ``(B, *shape)``.
+        conditions: named conditions, each ``None`` or with batch size ``B``.
+        terms: named integrands over those conditions.
+        sampler: how ``(alpha, eps)`` are drawn; defaults to :class:`LogSNRSampler`.
+        n_draws: ``(alpha, eps)`` draws per data point (each costs one evaluation per condition).
+        reduction: ``"mean"`` (expectation over the batch), ``"sample"`` (pointwise),
+            ``"pixel"`` (per-location map, channels summed) or ``"coordinate"``.
+        seed: draws depend only on ``(seed, sample id)``, so results do not depend on batch
+            size, chunking or the number of processes.
+        sample_ids: stable ids of the data points (defaults to ``0..B-1``); give dataset
+            indices when estimating over a sharded dataset.
+        max_batch: most rows per denoiser forward (the memory budget; on a CPU fewer, see
+            :func:`forward_rows`).
+        strata_per_block: log-SNR strata drawn per data point per chunk.
+        progress: show a progress bar.
+        control: a :class:`~infodecomp.estimators.control.NoiseControl` fitted beforehand; its
+            control variate is subtracted from the orthogonal terms it has gains for (unbiased
+            for any denoiser, see :mod:`infodecomp.estimators.control`).
+
+    Returns:
+        ``{term name: Estimate}``.
+    """
+    sampler = sampler or LogSNRSampler()
+    _check_x(x)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    batch, shape = x.shape[0], tuple(x.shape[1:])
+    check_conditions(conditions, batch)
+    needed = _check_terms(terms, conditions)
+    if control is not None:
+        control.check(terms, shape)
+    n_alpha = sampler.n_logsnr(n_draws)
+    k_eps = sampler.eps_per_logsnr
+    paired = sampler.scheme != "iid"
+    n_distinct = len({id(conditions[n]) for n in needed})
+    out_shape = _output_shape(shape, reduction)
+    acc_dtype = torch.float64 if x.device.type in ("cpu", "cuda") else torch.float32
+    acc_sum = {n: torch.zeros((batch,) + out_shape, dtype=acc_dtype, device=x.device) for n in terms}
+    acc_sq = {n: torch.zeros_like(v) for n, v in acc_sum.items()}
+    draws = _draws(denoiser, x, conditions, needed, sampler=sampler, n_draws=n_draws, seed=seed,
+                   sample_ids=sample_ids, max_batch=max_batch, strata_per_block=strata_per_block,
+                   progress=progress)
+    for d in draws:
+        n_s, nb = d.i1 - d.i0, d.nb
+        w = d.weight.to(device=x.device, dtype=acc_dtype)
+        for name, term in terms.items():
+            values = _integrand(term, d.eps, d.eps_hat, d.logsnr, d.z)
+            if control is not None and name in control.gains:
+                values = values - control.variate(name, d.eps, d.logsnr)
+            v = _reduce(values, reduction)
+            v = v.to(acc_dtype).reshape((n_s, nb, k_eps) + out_shape).mean(dim=2)
+            g = v * w.reshape((n_s, nb) + (1,) * len(out_shape))  # (S, nb, *out)
+            acc_sum[name][d.i0:d.i1] += g.sum(dim=1)
+            if paired:
+                pairs = g.reshape((n_s, nb // 2, 2) + out_shape)
+                acc_sq[name][d.i0:d.i1] += (pairs[:, :, 0] - pairs[:, :, 1]).square().sum(dim=1)
+            else:
+                acc_sq[name][d.i0:d.i1] += g.square().sum(dim=1)
 
     results: dict[str, Estimate] = {}
     nfe = n_draws * n_distinct
@@ -474,6 +527,7 @@ def integrate(
                 "proposal": repr(sampler.proposal),
                 "n_draws": n_draws,
                 "seed": seed,
+                "control": control is not None and name in control.gains,
             },
         )
         results[name] = est.batch_mean() if reduction == "mean" else est
