@@ -20,7 +20,14 @@ from infodecomp.evaluation import (
     verdict,
 )
 from infodecomp.lightning import DiffusionModule, TensorDataModule
-from infodecomp.lightning.estimator import DiffusionMI, knn_baseline, regression_noise_bias
+from infodecomp.lightning.data import DictDataset, collate
+from infodecomp.lightning.estimator import (
+    STEP_SECONDS,
+    DiffusionMI,
+    default_batch,
+    knn_baseline,
+    regression_noise_bias,
+)
 from infodecomp.models import GaussianResidualMLP, build_backbone
 from infodecomp.oracles import JointGaussian
 from infodecomp.tasks import get_task
@@ -50,6 +57,31 @@ def test_tensor_data_module_checks_its_splits() -> None:
         TensorDataModule((x, {"y": y}), (x, {"c": y}))
     with pytest.raises(ValueError, match="differ in shape"):
         TensorDataModule((x, {"y": y}), (x[:, :2], {"y": y}))
+
+
+def test_loaders_fetch_whole_batches_with_the_values_of_item_by_item_collation() -> None:
+    gen = torch.Generator().manual_seed(0)
+    ds = DictDataset(torch.randn(20, 3, generator=gen), {"y": torch.randn(20, 2, generator=gen), "k": torch.arange(20)},
+                     {"mask": torch.rand(20, 4, generator=gen) > 0.5}, [f"c{i}" for i in range(20)])
+    dm = TensorDataModule((torch.randn(20, 3), {"y": torch.randn(20, 2)}), (ds.x, {"y": ds.cond["y"]}), batch_size=6)
+    dm.val_set = ds
+    whole = list(dm.val_dataloader())
+    items = list(torch.utils.data.DataLoader(ds, batch_size=6))  # a plain loader: item by item
+
+    def same(a, b) -> bool:  # noqa: ANN001
+        if isinstance(a, dict):
+            return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        return torch.equal(a, b) and a.dtype == b.dtype if isinstance(a, torch.Tensor) else a == b
+
+    assert len(whole) == len(items) == 4 and all(same(a, b) for a, b in zip(whole, items, strict=True))
+    assert type(whole[0]) is dict and collate([ds[0], ds[1]])["x"].shape == (2, 3)
+
+
+def test_the_batch_and_step_budget_follow_the_sample_size() -> None:
+    assert [default_batch(n) for n in (500, 1667, 3333, 10000, 41667)] == [256, 256, 512, 1024, 1024]
+    x, y = get_task("1v1-normal-0.75").sample(600, seed=0, dtype=torch.float64)
+    est = DiffusionMI(max_seconds=1.0, evaluations=1, n_draws=4, hidden=16, depth=1, knn_check=0).fit(x, y)
+    assert est._batch == 256 and est.max_steps == round(est._train_budget / (STEP_SECONDS[0] + 256 * STEP_SECONDS[1]))
 
 
 def row(name: str = "mi/y") -> InfoRow:
@@ -156,7 +188,8 @@ def test_diffusion_mi_denoises_the_smaller_side_and_rejects_bad_settings() -> No
     assert est.module.input_shape == (1,)  # y (1-d) is denoised given x (2-d)
     assert est.module.condition_spec == {"y": ("vector", 2)}
     for bad, message in (({"train_fraction": 1.0}, "train_fraction"), ({"preprocess": "rank"}, "preprocess"),
-                         ({"diffuse": "z"}, "diffuse"), ({"evaluations": 0}, "evaluations")):
+                         ({"diffuse": "z"}, "diffuse"), ({"evaluations": 0}, "evaluations"),
+                         ({"batch_size": 0}, "batch_size")):
         with pytest.raises(ValueError, match=message):
             DiffusionMI(**bad)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -53,10 +54,21 @@ from infodecomp.models import GaussianResidualMLP, MLPBackbone
 log = logging.getLogger(__name__)
 
 Preprocess = Literal["copula", "none"]
-#: training steps per second of the default MLP on one CPU thread of the benchmark machine
-#: (2400 steps in 54-60 s with its evaluations): the default step budget is this times the
-#: seconds left for training
-STEPS_PER_SECOND = 40.0
+#: seconds per training step of the default MLP on one CPU thread, evaluations included: a fixed
+#: part and a part per sample of the batch (2026-12-06, one thread beside a second fit, 10-d
+#: spiral task at 12,000 samples: 47, 39 and 26 steps/s at batch 256, 512 and 1024). The default
+#: step budget is the seconds left for training over this.
+STEP_SECONDS = (0.0156, 2.24e-5)
+
+
+def default_batch(n_train: int) -> int:
+    """The batch that follows the sample size: ``n_train / 8`` to the nearest power of two, within
+    256 to 1024 (256 at 2,000 samples, 1024 from about 6,000). Per sample a larger batch trains
+    faster (26,600 samples/s at 1024 against 12,000 at 256), which the spiral tasks, still
+    learning when their budget ends, need; below 2,000 samples 256 keeps several batches per epoch."""
+    return int(min(1024, max(256, 2 ** round(math.log2(max(n_train, 1) / 8)))))
+
+
 #: denoiser evaluations per second of the default MLP on one CPU thread (the final evaluation at
 #: 50,000 samples: 8333 items x 32 draws x 2 conditions in 7.3 s) and the share of the time budget
 #: kept for the k-NN check and the rest: what ``max_seconds`` keeps back from training
@@ -74,8 +86,9 @@ class DiffusionConfig:
             what is left after the final evaluation of the selected model on the test split
             (estimated at :data:`EVALS_PER_SECOND`: 0.3 s at 2,000 samples, 7.6 s at 50,000)
             and :data:`RESERVE_SHARE` of the budget for the k-NN check.
-        max_steps: the step budget (``None``: :data:`STEPS_PER_SECOND` times the training
-            seconds, what one CPU thread trains in that time). Training ends at whichever budget runs
+        batch_size: training batch (``None``: :func:`default_batch` of the training split).
+        max_steps: the step budget (``None``: the training seconds over :data:`STEP_SECONDS` at
+            the batch used, what one CPU thread trains in that time). Training ends at whichever budget runs
             out first, or earlier when the held-out loss stops improving.
         select: ``"val_loss"``: every ``val_every`` steps the denoising loss of the EMA model on
             ``val_items`` test items (``val_draws`` noise draws each, the same every time) is
@@ -108,7 +121,7 @@ class DiffusionConfig:
 
     hidden: int = 128
     depth: int = 3
-    batch_size: int = 256
+    batch_size: int | None = None
     max_steps: int | None = None
     max_seconds: float = 60.0
     lr: float = 2e-3
@@ -148,13 +161,14 @@ class DiffusionMI(_Fitted):
     ``"cmi"``; the k-NN check is Frenzel-Pompe).
 
     The orthogonal estimator is the default: on the 40 Beyond-Normal tasks its mean error is
-    0.049 nats at 2,000 samples, 0.033 at 12,000 and 0.029 at 50,000 (seed 0; the standard
-    one's 0.126, 0.051 and 0.033), with the lower variance (``benchmarks/baselines.py``;
+    0.049 nats at 2,000 samples and 0.026 at 12,000 (seed 0; the standard one's 0.126 and 0.045),
+    with the lower variance (``benchmarks/baselines.py``;
     ``docs/trust.md``).
     """
 
     name = "diffusion"
     _train_budget: float | None = None  # seconds left for training in the current fit
+    _batch: int | None = None  # the training batch of the current fit
 
     def __init__(self, config: DiffusionConfig | None = None, progress: bool = False, **overrides) -> None:
         self.config = config or DiffusionConfig(**overrides)
@@ -169,6 +183,8 @@ class DiffusionMI(_Fitted):
             raise ValueError(f"knn_check must be >= 0 samples (0: off), got {cfg.knn_check}")
         if cfg.max_seconds <= 0:
             raise ValueError(f"max_seconds must be > 0, got {cfg.max_seconds}")
+        if cfg.batch_size is not None and cfg.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 (or None: it follows the sample size), got {cfg.batch_size}")
         if cfg.evaluations < 1 or self.max_steps < cfg.evaluations:
             raise ValueError(f"need 1 <= evaluations <= max_steps, got {cfg.evaluations} and {self.max_steps}")
         if cfg.select not in ("val_loss", "last"):
@@ -191,10 +207,14 @@ class DiffusionMI(_Fitted):
     @property
     def max_steps(self) -> int:
         """The step budget: ``config.max_steps``, or what one CPU thread trains in the seconds
-        left for training (before a fit: in all of ``max_seconds``)."""
+        left for training (before a fit: in all of ``max_seconds``) at the batch of the fit
+        (before a fit: ``config.batch_size``, else 256)."""
         cfg = self.config
         seconds = self._train_budget if self._train_budget is not None else cfg.max_seconds
-        return cfg.max_steps if cfg.max_steps is not None else max(cfg.evaluations, round(STEPS_PER_SECOND * seconds))
+        if cfg.max_steps is not None:
+            return cfg.max_steps
+        batch = self._batch or cfg.batch_size or 256
+        return max(cfg.evaluations, round(seconds / (STEP_SECONDS[0] + STEP_SECONDS[1] * batch)))
 
     def _training_seconds(self, n_test: int, n_conditions: int) -> float:
         """``max_seconds`` less the final evaluation (``n_conditions`` denoiser calls per draw)
@@ -242,7 +262,8 @@ class DiffusionMI(_Fitted):
         fit_parts, test_parts = self._apply(*pick(train)), self._apply(*pick(test))
         a, ta = fit_parts[0], test_parts[0]
         cond, test_cond = self._conditions(fit_parts), self._conditions(test_parts)
-        n_test, batch = ta.shape[0], min(cfg.batch_size, n_train)
+        n_test = ta.shape[0]
+        batch = self._batch = min(cfg.batch_size or default_batch(n_train), n_train)
         held_out = cfg.select == "val_loss"
         # the validation set: the test items (what the MI evaluations read), then, for the
         # held-out loss, ``val_draws`` copies of the first ``val_items`` of them (each copy gets
