@@ -113,6 +113,12 @@ def test_bad_controls_are_refused(gaussian) -> None:
         fit_noise_control(task, x, conds, {"s": Term("standard", "y", "null")}, control.directions)
     with pytest.raises(ValueError, match="expected the data's shape"):
         fit_noise_control(task, x, conds, terms, control.directions[:, :, :4])
+    with pytest.raises(ValueError, match="must be orthonormal rows"):
+        NoiseControl(directions=2 * control.directions, logsnr=control.logsnr, gains=control.gains)
+    # directions of any scale are orthonormalised by the fit
+    refit = fit_noise_control(task, x[:2], {"y": y[:2], "null": None}, terms, 3 * control.directions, n_draws=8)
+    u = refit.directions.reshape(refit.directions.shape[0], -1).double()
+    assert torch.allclose(u @ u.T, torch.eye(u.shape[0], dtype=torch.float64), atol=1e-5)
 
 
 def test_mutual_information_fits_a_control_on_the_batch(gaussian) -> None:

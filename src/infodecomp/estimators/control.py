@@ -76,6 +76,12 @@ class NoiseControl:
     pilot_nfe: int = 0
     info: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        u = self.directions.reshape(self.directions.shape[0], -1).to(torch.float64)
+        off = (u @ u.T - torch.eye(u.shape[0], dtype=torch.float64, device=u.device)).abs().max().item()
+        if off > 1e-4:  # E[o^2] below holds only for orthonormal directions
+            raise ValueError(f"the noise control's directions must be orthonormal rows, got |U U^T - I| up to {off:.3g}")
+
     def check(self, terms: Mapping, shape: tuple[int, ...]) -> None:
         """Refuse a control that does not fit the terms or the data's shape."""
         if tuple(self.directions.shape[1:]) != tuple(shape):
@@ -136,8 +142,8 @@ def fit_noise_control(
     Args:
         x, conditions, terms: as for :func:`~infodecomp.estimators.engine.integrate`: the pilot
             items, a fixed set (the same on every process).
-        directions: ``(m, *shape)`` orthonormal directions, e.g. :func:`principal_directions`
-            of the data.
+        directions: ``(m, *shape)`` directions, e.g. :func:`principal_directions` of the data
+            (orthonormalised here; only their span matters).
         sampler: the log-SNR sampler of the estimates the control is for (antithetic).
         n_draws: pilot draws per item.
         seed: the pilot's seed; keep it different from the estimates' (the control is unbiased
@@ -160,7 +166,8 @@ def fit_noise_control(
         raise ValueError(f"a noise control needs an orthogonal term, got kinds {sorted({t.kind for t in terms.values()})}")
     check_conditions(conditions, x.shape[0])
     needed = _check_terms(orth, conditions)
-    u = directions.reshape(directions.shape[0], -1).to(device=x.device, dtype=torch.float64)
+    q, _ = torch.linalg.qr(directions.reshape(directions.shape[0], -1).to(device=x.device, dtype=torch.float64).T)
+    u = q.T
     grid = (torch.linspace(sampler.range.low, sampler.range.high, 97, dtype=torch.float64)
             if grid is None else grid.to(torch.float64).flatten())
 
@@ -189,6 +196,6 @@ def fit_noise_control(
         gains[name] = (kern @ num) / (kern @ den).clamp_min(1e-12)
     n_cond = len({id(conditions[n]) for n in needed})
     return NoiseControl(
-        directions=directions.to(x.dtype), logsnr=grid, gains=gains, pilot_nfe=x.shape[0] * n_draws * n_cond,
+        directions=u.reshape((u.shape[0],) + shape).to(x.dtype), logsnr=grid, gains=gains, pilot_nfe=x.shape[0] * n_draws * n_cond,
         info={"n_pilot_items": x.shape[0], "n_draws": n_draws, "bandwidth": bandwidth, "seed": seed},
     )
