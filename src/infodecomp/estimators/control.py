@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -97,6 +98,14 @@ class NoiseControl:
                     f"the noise control applies to orthogonal terms, got a {terms[name].kind!r} term {name!r}"
                 )
 
+    @cached_property
+    def _basis(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``U`` as ``(m, d)`` float64 rows, ``U^2`` and the remainder's diagonal ``1 - sum_k U_kp^2``
+        (computed once, not on every block of draws)."""
+        u = self.directions.reshape(self.directions.shape[0], -1).to(torch.float64)
+        u2 = u.square()
+        return u, u2, 1 - u2.sum(0)
+
     def _gain(self, name: str, logsnr: Tensor) -> Tensor:
         """Gains for each row, ``(R, m + 1)``: linear interpolation on the grid."""
         grid = self.logsnr.to(device=logsnr.device, dtype=torch.float64)
@@ -110,15 +119,13 @@ class NoiseControl:
     def variate(self, name: str, eps: Tensor, logsnr: Tensor) -> Tensor:
         """The zero-mean control ``o^2 - E[o^2]`` per coordinate for term ``name``: ``(R, *shape)``."""
         rows, shape = eps.shape[0], tuple(eps.shape[1:])
-        u = self.directions.to(device=eps.device, dtype=torch.float64).reshape(self.directions.shape[0], -1)
+        u, u2, rest_diag = (t.to(eps.device) for t in self._basis)
         a = self._gain(name, logsnr)  # (R, m + 1)
         a_dir, a_rest = a[:, :-1], a[:, -1:]
         flat = eps.reshape(rows, -1).to(torch.float64)
         g = flat @ u.T  # (R, m)
-        along = g @ u
-        o = (a_dir * g) @ u + a_rest * (flat - along)
-        u2 = u.square()
-        mean = a_dir.square() @ u2 + a_rest.square() * (1 - u2.sum(0))
+        o = (a_dir * g) @ u + a_rest * (flat - g @ u)
+        mean = a_dir.square() @ u2 + a_rest.square() * rest_diag
         return (o.square() - mean).reshape((rows,) + shape).to(eps.dtype)
 
 
