@@ -8,6 +8,7 @@ import torch
 
 from infodecomp.evaluation import (
     DRIFT_SES,
+    DRIFT_TOLERANCES,
     GAP_SES,
     SETTLE_EVALS,
     EvalBatch,
@@ -190,6 +191,16 @@ def test_a_move_within_three_paired_ses_is_not_flagged_though_it_exceeds_the_tol
     assert row.flag == "ok"
     row.drift_se = None  # the same drift without its SE: the old rule
     assert verdict(row) == "not-converged"
+
+
+def test_a_drift_counts_beyond_drift_tolerances_of_the_tolerance() -> None:
+    """The drift is how far an estimate came over the window, not how far it still has to go: a
+    well-measured move of 1.3 tolerances (an accurate fit still rising at the end of its budget, as
+    at 12,000 samples in the Beyond-Normal benchmark) is ``ok``; 1.7 tolerances is flagged."""
+    assert DRIFT_TOLERANCES == 1.5
+    for move, flag in ((1.3, "ok"), (1.7, "not-converged")):
+        row = InfoRow("mi/y", "y", "mi", 1.0, 0.05, 8, 64, drift=move * tolerance(1.0), drift_se=0.005)
+        assert verdict(row) == flag
 
 
 def test_the_drift_needs_settle_evals_and_takes_a_logged_se() -> None:

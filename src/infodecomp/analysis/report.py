@@ -42,6 +42,7 @@ from infodecomp.analysis.common import (
 )
 from infodecomp.evaluation import (
     DRIFT_SES,
+    DRIFT_TOLERANCES,
     GAP_SES,
     SETTLE_EVALS,
     TOLERANCE_ABS,
@@ -411,7 +412,7 @@ def render_markdown(r: Mapping[str, Any]) -> str:
                   f"so a gap of more than {GAP_SES:g} SE whose implied error (the gap if positive, under-fit; half of it if",
                   "negative, noise) exceeds the tolerance is flagged `model-inconsistent`; an estimate more than 3 SE",
                   f"and {TOLERANCE_ABS} nats above the condition's entropy (which bounds it) is flagged `exceeds-bound`,",
-                  f"and one that moved by more than the tolerance and {DRIFT_SES:.0f} SE (item by item, same draws) over the",
+                  f"and one that moved by more than {DRIFT_TOLERANCES:g} x the tolerance and {DRIFT_SES:.0f} SE (item by item, same draws) over the",
                   f"last {SETTLE_EVALS} evaluations of training is flagged `not-converged`.",
                   f"The gap and the drift count only beyond max({TOLERANCE_ABS} nats, min({100 * TOLERANCE_REL:.0f}% of "
                   f"the estimate, {TOLERANCE_CAP} nats)). None of these checks needs ground truth.",
