@@ -182,6 +182,37 @@ def mean_and_se(values: Tensor) -> tuple[float, float]:
     return float(v.mean()), float(v.std() / math.sqrt(n)) if n > 1 else float("nan")
 
 
+def draws_for_se(first: Tensor, second: Tensor, pilot_draws: int, n_items: int, target_se: float) -> tuple[float, float]:
+    """Draws per item at which the mean of ``n_items`` items' estimates has standard error
+    ``target_se``, from a pilot: two estimates of each item, ``first`` and ``second``
+    (``reduction="sample"``), each from ``pilot_draws`` draws of its own.
+
+    An item's estimate varies with the item (the spread of the items' exact values, variance
+    ``b``) and with its draws (``w / D`` at ``D`` draws), so the mean of ``n`` items has
+    ``SE^2 = (b + w / D) / n``. The two replicates' difference holds only draw noise,
+    ``var(first - second) = 2 w / D_p``, and the rest of their variance is the items'
+    (``b``, at least 0). The engine's own per-item SEs are not used: for its paired, stratified
+    draws they overstate the noise (on a natural-image model, nearly all of the variance).
+    Returns ``(draws, floor)``: the draws that reach the target (``inf`` when it is at or below
+    the floor) and ``floor = sqrt(b / n)``, the SE that no number of draws goes below with these
+    items. The draws are real-valued; round them up. Stratified draws' noise falls at least as
+    fast as ``1 / D``, so the plan errs toward more draws when it extrapolates upward.
+    """
+    if not target_se > 0:
+        raise ValueError(f"target_se must be positive, got {target_se}")
+    if pilot_draws < 1 or n_items < 1:
+        raise ValueError(f"pilot_draws and n_items must be at least 1, got {pilot_draws} and {n_items}")
+    a, c = first.double().flatten(), second.double().flatten()
+    if a.numel() < 2 or a.shape != c.shape:
+        raise ValueError(f"need two estimates of each of at least 2 items; got shapes {tuple(first.shape)} "
+                         f"and {tuple(second.shape)}")
+    noise = pilot_draws * float((a - c).var()) / 2  # w
+    between = max((float(a.var()) + float(c.var())) / 2 - noise / pilot_draws, 0.0)
+    floor = math.sqrt(between / n_items)
+    room = n_items * target_se**2 - between
+    return (noise / room if room > 0 else math.inf), floor
+
+
 @dataclass
 class InfoRow:
     """One line of an information table (nats)."""

@@ -179,6 +179,28 @@ def test_report_of_a_vector_run(vector_run: Path, tmp_path: Path) -> None:
     assert "heatmaps" not in report and "InfoHeatmapCallback skipped" in res.stderr
 
 
+def test_report_draws_to_a_target_se(vector_run: Path, tmp_path: Path) -> None:
+    """``--target-se``: a pilot (64 items x 8 draws) sets the information step's draws, which
+    report.json and report.md record; each MI's SE over the 64 items lands within the pilot's
+    error of the target (SEs from 64 items carry about 9%; the plan errs toward more draws)."""
+    target = 0.02
+    res = analyze("report", str(vector_run), "--out", str(tmp_path / "r"), "--n-eval", "64", "--n-draws", "4",
+                  "--n-heatmap", "4", "--no-samples", "--target-se", str(target))
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    plan = report["draws_plan"]
+    assert plan["target_se"] == target and plan["pilot_items"] == 64 and plan["pilot_draws"] == 8
+    assert 4 <= plan["draws"] <= 256 and plan["draws"] % 4 == 0 and report["n_draws"] == plan["draws"]
+    assert set(plan["quantities"]) == {"mi/y"} and not plan["short"]
+    row = next(r for r in report["information"] if r["name"] == "mi/y")
+    assert row["se"] <= 1.35 * target
+    assert f"asked for {plan['draws']} draws" in (tmp_path / "r" / "report.md").read_text()
+    bad = analyze("report", str(vector_run), "--out", str(tmp_path / "bad"), "--target-se", "0")
+    assert bad.returncode == 2 and bad.stderr.strip() == "analyze.py: error: --target-se must be a positive number " \
+        "of nats, got 0.0"
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.slow
 def test_two_devices_give_the_same_report(shapes_run: Path, tmp_path: Path) -> None:
     reports = {}

@@ -104,6 +104,8 @@ def precheck(args: argparse.Namespace) -> None:
     n_items = ("--n-eval", args.n_eval) if args.command == "report" else ("--n-items", args.n_items)
     if n_items[1] < 2:
         raise AnalysisError(f"{n_items[0]} must be >= 2, got {n_items[1]}")
+    if getattr(args, "target_se", None) is not None and not args.target_se > 0:
+        raise AnalysisError(f"--target-se must be a positive number of nats, got {args.target_se}")
     if getattr(args, "devices", 1) < 1:
         raise AnalysisError(f"--devices must be >= 1, got {args.devices}")
     out = output_of(args)
@@ -219,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--n-eval", type=int, default=256, help="validation items evaluated")
     rep.add_argument("--n-draws", type=int, default=32, help=DRAWS_HELP)
     rep.add_argument("--n-heatmap", type=int, default=64, help="items whose per-pixel maps are computed")
+    rep.add_argument("--target-se", type=float, default=None, metavar="NATS",
+                     help="draw as often as it takes for every MI and CMI of the information table to reach this SE "
+                     "over the --n-eval items (a pilot, 64 items estimated twice with 8 draws each, decides; at most 256 draws); heatmaps "
+                     "and likelihood keep --n-draws")
     rep.add_argument("--no-samples", action="store_true", help="skip generating samples")
     rep.add_argument("--wandb", action="store_true", help="also log the report to W&B (offline without credentials)")
     rep.add_argument("--accelerator", default="auto", help="cpu, gpu, ... (Lightning's; default: a GPU if there is one)")
@@ -326,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     from infodecomp.analysis.report import ReportSettings, make_report
 
     settings = ReportSettings(n_eval=args.n_eval, n_draws=args.n_draws, n_heatmap=args.n_heatmap,
-                              samples=not args.no_samples)
+                              samples=not args.no_samples, target_se=args.target_se)
     try:
         out = make_report(args.run, args.out, config=args.config, overwrite=args.overwrite, settings=settings,
                           wandb=args.wandb, accelerator=args.accelerator, devices=args.devices)

@@ -18,16 +18,18 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 from infodecomp.analysis.common import (
     AnalysisError,
@@ -76,6 +78,14 @@ class ReportSettings:
     pid_given: tuple[str, ...] | str = ()  # variables held fixed, or "rest"
     pid_measure: str = "pointwise-min"
     only: tuple[str, ...] = ()  # run only these steps (default: all)
+    # nats: the information and PID steps draw as often as it takes for every MI and CMI to reach
+    # this SE over the n_eval items (a pilot of pilot_items x pilot_draws, :func:`plan_draws`),
+    # at most max_draws; None: n_draws. info_draws is what the plan chose (or a fixed choice).
+    target_se: float | None = None
+    pilot_items: int = 64
+    pilot_draws: int = 8
+    max_draws: int = 256
+    info_draws: int | None = None
 
     def key(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -91,8 +101,9 @@ def report_callbacks(s: ReportSettings) -> dict[str, Any]:
         SampleGridCallback,
     )
 
+    info_draws = s.info_draws or s.n_draws
     steps = {
-        "information": MutualInformationCallback(every_n_steps=0, n_eval=s.n_eval, n_draws=s.n_draws, seed=s.seed,
+        "information": MutualInformationCallback(every_n_steps=0, n_eval=s.n_eval, n_draws=info_draws, seed=s.seed,
                                                  density_points=s.density_points, density_items=s.density_items),
         "heatmaps": InfoHeatmapCallback(every_n_steps=0, n_eval=s.n_heatmap, n_images=s.n_images, n_draws=s.n_draws,
                                         seed=s.seed),
@@ -106,7 +117,7 @@ def report_callbacks(s: ReportSettings) -> dict[str, Any]:
     if s.pid_variables:
         from infodecomp.lightning.callbacks import PIDCallback
 
-        steps["pid"] = PIDCallback(every_n_steps=0, n_eval=s.n_eval, n_draws=s.n_draws, seed=s.seed,
+        steps["pid"] = PIDCallback(every_n_steps=0, n_eval=s.n_eval, n_draws=info_draws, seed=s.seed,
                                    variables=list(s.pid_variables), given=s.pid_given, measure=s.pid_measure,
                                    n_images=s.n_images)
     if s.only:
@@ -115,6 +126,58 @@ def report_callbacks(s: ReportSettings) -> dict[str, Any]:
             raise AnalysisError(f"unknown report steps {unknown}; expected some of {list(steps)}")
         steps = {n: cb for n, cb in steps.items() if n in s.only}
     return steps
+
+
+def plan_draws(module: Any, dm: Any, s: ReportSettings) -> dict[str, Any]:
+    """The draws per item that bring every MI and CMI of the information table (orthogonal
+    estimator) to ``s.target_se`` over ``s.n_eval`` items: a pilot on the first ``s.pilot_items``
+    validation items, estimated twice with ``s.pilot_draws`` draws each (seeds of their own), splits
+    each quantity's variance into the items' spread and the draws' noise
+    (:func:`~infodecomp.evaluation.draws_for_se`);
+    the largest need, rounded up to a multiple of 4, between 4 and ``s.max_draws``.
+
+    A quantity whose items alone give an SE above the target (its floor) is drawn until it is within
+    10% of that floor, with a warning. Every process of a multi-device report computes the same plan
+    from the same items and draws.
+    Returns ``{"draws", "target_se", "pilot_items", "pilot_draws", "seconds", "quantities":
+    {name: {"draws", "floor"}}, "short": [names whose floor is above the target]}``."""
+    from infodecomp.evaluation import draws_for_se, information_estimates, validation_batch
+
+    if s.target_se is None or not s.target_se > 0:
+        raise AnalysisError(f"the target SE must be a positive number of nats, got {s.target_se}")
+    start = time.perf_counter()
+    module.eval()
+    batch = validation_batch(module, dm, min(s.pilot_items, s.n_eval))
+    if batch.x.shape[0] < 2:
+        raise AnalysisError(f"the draws' plan needs at least 2 validation items, got {batch.x.shape[0]}")
+    with torch.no_grad():
+        first, second = (information_estimates(module, batch, list(module.condition_spec), reduction="sample",
+                                               n_draws=s.pilot_draws, seed=s.seed + k) for k in (1, 2))
+    need, short = {}, []
+    for name, e in first.items():
+        draws, floor = draws_for_se(e.value, second[name].value, s.pilot_draws, s.n_eval, s.target_se)
+        need[name] = {"draws": draws, "floor": floor}
+        if not math.isfinite(draws) or draws > s.max_draws:
+            short.append(name)
+            # no number of draws reaches the target: draw what brings it within 10% of its floor
+            draws, _ = draws_for_se(e.value, second[name].value, s.pilot_draws, s.n_eval, SHORT_MARGIN * floor) \
+                if floor > 0 else (4.0, floor)
+        need[name]["use"] = draws
+    most = max(v["use"] for v in need.values())
+    draws = min(max(4, 4 * math.ceil(most / 4)), s.max_draws) if math.isfinite(most) else s.max_draws
+    if short:
+        log.warning("draws for a target SE of %g nats: with %d items, %s cannot reach it whatever the draws (the "
+                    "items alone give SE %s); using %d draws, which bring them within 10%% of that. More items "
+                    "(--n-eval) lower it.", s.target_se, s.n_eval, ", ".join(short),
+                    ", ".join(f"{need[n]['floor']:.4f}" for n in short), draws)
+    return {"draws": draws, "target_se": s.target_se, "pilot_items": int(batch.x.shape[0]),
+            "pilot_draws": s.pilot_draws, "seconds": time.perf_counter() - start,
+            "quantities": {k: {"draws": (v["draws"] if math.isfinite(v["draws"]) else None), "floor": v["floor"]}
+                           for k, v in need.items()}, "short": short}
+
+
+#: a quantity whose items alone keep its SE above the target is drawn to this multiple of that floor
+SHORT_MARGIN = 1.1
 
 
 def _is_rank_zero() -> bool:
@@ -141,6 +204,10 @@ def make_report(
             raise AnalysisError(f"PID needs two different variables among the model's conditions {spec}; "
                                 f"got {list(s.pid_variables)}" + (f" given {given}" if given else "")
                                 + (f" ({unknown} not among them)" if unknown else ""))
+    plan = None
+    if s.target_se is not None and s.info_draws is None:
+        plan = plan_draws(module, dm, s)
+        s = replace(s, info_draws=plan["draws"])
     run = cfg_path.parent
     out = Path(out) if out is not None else default_output("reports" if name == "report" else name, path)
     if not _is_rank_zero():  # another process of a multi-device report: compute, write nothing
@@ -170,6 +237,8 @@ def make_report(
         result: dict[str, Any] = {"model": module.hparams["backbone"]["class_path"], "checkpoint": str(ckpt),
                                   "config": str(cfg_path), "devices": devices, "settings": asdict(s),
                                   "figures": {}}
+        if plan is not None:
+            result["draws_plan"] = plan
         result["step_seconds"] = {}
         for name in steps:
             part = done.get(name) or {"result": todo[name].result, "figures": todo[name].figures,
@@ -391,6 +460,11 @@ def render_markdown(r: Mapping[str, Any]) -> str:
     lines = ["# infodecomp report", "", f"- checkpoint: `{r['checkpoint']}`", f"- model: `{r['model']}`",
              f"- evaluation set: {r['n_eval']} validation items, {r['n_draws']} log-SNR draws each, "
              f"{r.get('devices', 1)} device(s)", ""]
+    if r.get("draws_plan"):
+        p = r["draws_plan"]
+        lines[-1:-1] = [f"- draws from a target SE of {p['target_se']:g} nats: a pilot of {p['pilot_items']} items x "
+                        f"2 x {p['pilot_draws']} draws ({p['seconds']:.0f} s) asked for {p['draws']} draws"
+                        + (f"; {', '.join(p['short'])} cannot reach the target with these items" if p["short"] else "")]
     if r.get("information"):
         lines += ["## Information per conditioning variable (nats)", "",
                   *md_head(["quantity", "estimator", "estimate ± SE", "exact", "relative error", "oracle, same draws",
