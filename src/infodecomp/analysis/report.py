@@ -131,7 +131,7 @@ def report_callbacks(s: ReportSettings) -> dict[str, Any]:
 def plan_draws(module: Any, dm: Any, s: ReportSettings) -> dict[str, Any]:
     """The draws per item that bring every MI and CMI of the information table (orthogonal
     estimator) to ``s.target_se`` over ``s.n_eval`` items: a pilot on the first ``s.pilot_items``
-    validation items, estimated twice with ``s.pilot_draws`` draws each (seeds of their own), splits
+    validation items, estimated twice with ``s.pilot_draws`` draws each (in one pass: the copy of each item draws under an id of its own), splits
     each quantity's variance into the items' spread and the draws' noise
     (:func:`~infodecomp.evaluation.draws_for_se`);
     the largest need, rounded up to a multiple of 4, between 4 and ``s.max_draws``.
@@ -141,7 +141,12 @@ def plan_draws(module: Any, dm: Any, s: ReportSettings) -> dict[str, Any]:
     from the same items and draws.
     Returns ``{"draws", "target_se", "pilot_items", "pilot_draws", "seconds", "quantities":
     {name: {"draws", "floor"}}, "short": [names whose floor is above the target]}``."""
-    from infodecomp.evaluation import draws_for_se, information_estimates, validation_batch
+    from infodecomp.evaluation import (
+        EvalBatch,
+        draws_for_se,
+        information_estimates,
+        validation_batch,
+    )
 
     if s.target_se is None or not s.target_se > 0:
         raise AnalysisError(f"the target SE must be a positive number of nats, got {s.target_se}")
@@ -150,17 +155,21 @@ def plan_draws(module: Any, dm: Any, s: ReportSettings) -> dict[str, Any]:
     batch = validation_batch(module, dm, min(s.pilot_items, s.n_eval))
     if batch.x.shape[0] < 2:
         raise AnalysisError(f"the draws' plan needs at least 2 validation items, got {batch.x.shape[0]}")
+    # both replicates in one pass: each item twice, the copy under an id of its own (so draws of its own)
+    n = batch.x.shape[0]
+    twice = EvalBatch(torch.cat([batch.x, batch.x]), {k: torch.cat([v, v]) for k, v in batch.cond.items()},
+                      torch.cat([batch.sample_ids, batch.sample_ids + PILOT_ID_OFFSET]))
     with torch.no_grad():
-        first, second = (information_estimates(module, batch, list(module.condition_spec), reduction="sample",
-                                               n_draws=s.pilot_draws, seed=s.seed + k) for k in (1, 2))
+        est = information_estimates(module, twice, list(module.condition_spec), reduction="sample",
+                                    n_draws=s.pilot_draws, seed=s.seed + 1)
     need, short = {}, []
-    for name, e in first.items():
-        draws, floor = draws_for_se(e.value, second[name].value, s.pilot_draws, s.n_eval, s.target_se)
+    for name, e in est.items():
+        draws, floor = draws_for_se(e.value[:n], e.value[n:], s.pilot_draws, s.n_eval, s.target_se)
         need[name] = {"draws": draws, "floor": floor}
         if not math.isfinite(draws) or draws > s.max_draws:
             short.append(name)
             # no number of draws reaches the target: draw what brings it within 10% of its floor
-            draws, _ = draws_for_se(e.value, second[name].value, s.pilot_draws, s.n_eval, SHORT_MARGIN * floor) \
+            draws, _ = draws_for_se(e.value[:n], e.value[n:], s.pilot_draws, s.n_eval, SHORT_MARGIN * floor) \
                 if floor > 0 else (4.0, floor)
         need[name]["use"] = draws
     most = max(v["use"] for v in need.values())
@@ -178,6 +187,8 @@ def plan_draws(module: Any, dm: Any, s: ReportSettings) -> dict[str, Any]:
 
 #: a quantity whose items alone keep its SE above the target is drawn to this multiple of that floor
 SHORT_MARGIN = 1.1
+#: the pilot's second estimate of item ``i`` draws as item ``i + PILOT_ID_OFFSET`` (no real item's id)
+PILOT_ID_OFFSET = 1 << 40
 
 
 def _is_rank_zero() -> bool:
