@@ -164,7 +164,8 @@ def run(tasks: list[str], names: list[str], makers: dict[str, Callable], done: l
 
 
 def reflag(rows: list[dict]) -> list[dict]:
-    """The diffusion rows' flags recomputed from their recorded checks (estimate, SE, gap, drift, k-NN)
+    """The diffusion rows' flags recomputed from their recorded checks (estimate, SE, gap, drift, k-NN,
+    gain over the Gaussian base and the dependence's kurtosis z)
     by the current rule (:func:`infodecomp.evaluation.verdict`), e.g. after its tolerance changed."""
     out = []
     for r in rows:
@@ -175,7 +176,7 @@ def reflag(rows: list[dict]) -> list[dict]:
             settled = r.get("settled", "best_step" in r and r["best_step"] <= r["steps"] - patience)
             row = InfoRow("mi/y", "y", "mi", r["estimate"], r["orthogonal_se"], 0, 0, gap=r["gap"], gap_se=r["gap_se"],
                           drift=None if settled else r["drift"], drift_se=None if settled else r.get("drift_se"),
-                          baseline=r.get("baseline"))
+                          baseline=r.get("baseline"), base_gain=r.get("base_gain"), dependence_z=r.get("dependence_z"))
             r = {**r, "flag": verdict(row)}
         out.append(r)
     return out

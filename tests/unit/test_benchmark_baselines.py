@@ -63,6 +63,9 @@ def test_reflag_applies_the_current_rule_to_recorded_checks(bench) -> None:  # n
     assert bench.reflag([{**base, "gap": 0.0, "drift": 0.25, "settled": True}])[0]["flag"] == "ok"
     assert bench.reflag([{**base, "gap": 0.0, "drift": 0.25, "steps": 1700, "best_step": 900}])[0]["flag"] == "ok"
     assert bench.reflag([{**base, "gap": 0.0, "drift": 0.25, "steps": 1700, "best_step": 1700}])[0]["flag"] == "not-converged"
+    # the network gained nothing over its Gaussian base on samples whose dependence is not Gaussian
+    assert bench.reflag([{**base, "gap": 0.0, "base_gain": 0.0, "dependence_z": 9.0}])[0]["flag"] == "gaussian-only"
+    assert bench.reflag([{**base, "gap": 0.0, "base_gain": 0.02, "dependence_z": 9.0}])[0]["flag"] == "ok"
     other = {"task": "t", "estimator": "ksg", "estimate": 1.0}
     assert bench.reflag([other]) == [other]
 

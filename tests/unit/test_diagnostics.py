@@ -195,10 +195,10 @@ def test_a_move_within_three_paired_ses_is_not_flagged_though_it_exceeds_the_tol
 
 def test_a_drift_counts_beyond_drift_tolerances_of_the_tolerance() -> None:
     """The drift is how far an estimate came over the window, not how far it still has to go: a
-    well-measured move of 1.3 tolerances (an accurate fit still rising at the end of its budget, as
-    at 12,000 samples in the Beyond-Normal benchmark) is ``ok``; 1.7 tolerances is flagged."""
-    assert DRIFT_TOLERANCES == 1.5
-    for move, flag in ((1.3, "ok"), (1.7, "not-converged")):
+    well-measured move of 1.8 tolerances (an accurate fit still rising over the second half of its
+    budget, as at 12,000 samples in the Beyond-Normal benchmark) is ``ok``; 2.2 tolerances is flagged."""
+    assert DRIFT_TOLERANCES == 2.0
+    for move, flag in ((1.8, "ok"), (2.2, "not-converged")):
         row = InfoRow("mi/y", "y", "mi", 1.0, 0.05, 8, 64, drift=move * tolerance(1.0), drift_se=0.005)
         assert verdict(row) == flag
 

@@ -8,8 +8,10 @@ keeps the model with the lowest held-out denoising loss and ``EarlyStopping`` en
 that loss no longer improves, so the number of steps follows the sample size; the time budget
 bounds the whole fit. The selected model is evaluated on every test item: both estimators with
 their SEs, the standard-orthogonal gap, the drift over training (while the held-out loss still
-improves), a k-NN estimate from the same samples to check against, and the flag that these checks
-give (:func:`infodecomp.evaluation.verdict`). Nothing about the data needs to be known beyond the
+improves), a k-NN estimate from the same samples to check against, the held-out loss's gain over
+the linear-Gaussian base with a test of whether the samples' dependence is Gaussian
+(:func:`infodecomp.evaluation.canonical_kurtosis_z`), and the flag that these checks give
+(:func:`infodecomp.evaluation.verdict`). Nothing about the data needs to be known beyond the
 samples; values are in nats.
 
 Example:
@@ -26,7 +28,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -45,7 +47,7 @@ from infodecomp.estimators.baselines import (
     _check_pair,
     _Fitted,
 )
-from infodecomp.evaluation import InfoRow, flag_reason, midpoint, verdict
+from infodecomp.evaluation import InfoRow, canonical_kurtosis_z, flag_reason, midpoint, verdict
 from infodecomp.lightning.callbacks.mutual_information import MutualInformationCallback
 from infodecomp.lightning.data import TensorDataModule
 from infodecomp.lightning.module import DiffusionModule
@@ -105,6 +107,9 @@ class DiffusionConfig:
         gaussian_base: the network learns the residual of the Gaussian denoiser with the training
             data's moments (:class:`~infodecomp.models.GaussianResidualMLP`) instead of the whole;
             the estimates are corrected for the noise of that fit (:func:`regression_noise_bias`).
+            With ``select="val_loss"`` the base's own held-out loss is recorded at step 0, and a
+            fit whose best loss gains less than ``BASE_GAIN`` over it on samples whose dependence
+            is not Gaussian is flagged ``gaussian-only`` (one validation pass more).
         preprocess: ``"copula"`` (Gaussian scores of each column) or ``"none"`` (the data as given).
         diffuse: which variable the model denoises (``"auto"``: the one with fewer dimensions;
             a condition ``c`` is never diffused).
@@ -154,7 +159,7 @@ class DiffusionMI(_Fitted):
     After :meth:`fit`, :meth:`estimate` returns the orthogonal estimate on the held-out split
     (``estimator="standard"`` for the other); :attr:`rows` has both with SEs, the gap and the
     drift, and :attr:`flag` says whether to trust it (``ok``, ``model-inconsistent``,
-    ``below-baseline``, ``not-converged``). ``estimate(x, y)`` evaluates the trained model on
+    ``below-baseline``, ``gaussian-only``, ``not-converged``). ``estimate(x, y)`` evaluates the trained model on
     new samples.
 
     ``fit(x, y, c=c)`` estimates ``I(X; Y | C)`` the same way (``summary()["quantity"]`` is
@@ -202,6 +207,8 @@ class DiffusionMI(_Fitted):
         self.steps = self.best_step = 0
         self.kind, self.stopped, self.settled = "mi", "", False
         self.noise_bias = 0.0
+        self.base_gain: float | None = None
+        self.dependence_z: float | None = None
         self.val_losses: list[tuple[int, float]] = []
 
     @property
@@ -285,8 +292,13 @@ class DiffusionMI(_Fitted):
                                       warmup_steps=cfg.warmup_steps, cond_dropout=cfg.cond_dropout)
         estimators = ("orthogonal", "standard")
         self._train_budget = self._training_seconds(n_test, 2 if c is None else 4)
-        # during training: a bounded subset, for the drift (so a time budget buys training)
-        watch = MutualInformationCallback(every_n_steps=max(1, self.max_steps // cfg.evaluations),
+        # during training: a bounded subset, for the drift (so a time budget buys training). The
+        # period rounds up, so a fit that reaches max_steps ends on the last of ``evaluations``
+        # evenly spaced checks, as one that runs out of time ends on its own last check: the drift
+        # (over the last three) spans the second half of training either way. Rounded down, a fit
+        # that reached max_steps added a check a few steps after the last one and its drift
+        # spanned only the last quarter, so the flag changed with the machine's speed.
+        watch = MutualInformationCallback(every_n_steps=max(1, math.ceil(self.max_steps / cfg.evaluations)),
                                           n_eval=min(cfg.eval_items, n_test), n_draws=cfg.eval_draws,
                                           seed=cfg.seed, variables=["y"], estimators=estimators)
         # after training: every test item, on the selected model
@@ -308,6 +320,11 @@ class DiffusionMI(_Fitted):
                     dm.val_dataloader = _after(dm.val_dataloader, n_test)
                 losses = _HeldOutLosses()
                 selection.append(losses)
+                if held_out and cfg.gaussian_base:
+                    # the linear-Gaussian base's own held-out loss (its residual starts at zero): the
+                    # step-0 record that the network's gain over it is measured from
+                    pl.Trainer(callbacks=[losses], enable_checkpointing=False, enable_progress_bar=False,
+                               default_root_dir=root, **quiet).validate(self.module, dm, verbose=False)
                 trainer = pl.Trainer(
                     max_steps=self.max_steps, max_time={"seconds": self._train_budget}, enable_checkpointing=held_out,
                     enable_progress_bar=self.progress, num_sanity_val_steps=0, gradient_clip_val=1.0,
@@ -355,6 +372,15 @@ class DiffusionMI(_Fitted):
         # the Gaussian base's regression, fitted on n_train samples, carries noise that is
         # independent of the test items: it adds to the orthogonal estimate what it takes from
         # the standard one (:func:`regression_noise_bias`)
+        # gaussian-only: a network that gained nothing over its Gaussian base on samples whose
+        # dependence is not Gaussian has learned only the Gaussian part of it
+        self.base_gain = base_gain(self.val_losses) if held_out and cfg.gaussian_base else None
+        rest = torch.cat(list(cond.values()), dim=1)
+        z = (canonical_kurtosis_z(a, rest)
+             if cfg.gaussian_base and n_train > 4 * (a.shape[1] + rest.shape[1]) else math.nan)
+        self.dependence_z = z if math.isfinite(z) else None
+        for row in self.rows.values():
+            row.base_gain, row.dependence_z = self.base_gain, self.dependence_z
         self.noise_bias = regression_noise_bias(a.shape[1], cond["y"].shape[1], cond["c"].shape[1] if "c" in cond else 0,
                                                 n_train) if cfg.gaussian_base else 0.0
         for row in self.rows.values():
@@ -411,6 +437,7 @@ class DiffusionMI(_Fitted):
                 "steps": self.steps, "best_step": self.best_step, "stopped": self.stopped, "settled": self.settled,
                 "eval_seconds": self.eval_seconds, "quantity": self.kind,
                 "noise_bias": self.noise_bias, "val_losses": self.val_losses,
+                "base_gain": self.base_gain, "dependence_z": self.dependence_z,
                 "train_seconds": self.train_seconds, "config": asdict(self.config)}
 
 
@@ -451,6 +478,14 @@ class _PatientStopping(EarlyStopping):
         self.patience = max(self.base, trainer.global_step // (2 * self.every))
         super().on_validation_end(trainer, pl_module)
         self.stopped = self.stopped or self.wait_count >= self.patience  # not the time limit's stop
+
+
+def base_gain(losses: Sequence[tuple[int, float]]) -> float | None:
+    """The share by which the best held-out loss after step 0 is below the step-0 loss (the
+    linear-Gaussian base's, before any training); ``None`` without both."""
+    if len(losses) < 2 or losses[0][0] != 0 or losses[0][1] <= 0:
+        return None
+    return (losses[0][1] - min(v for _, v in losses[1:])) / losses[0][1]
 
 
 class _HeldOutLosses(pl.Callback):
