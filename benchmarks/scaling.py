@@ -54,6 +54,7 @@ from infodecomp.models import LabelledUNet  # noqa: E402
 # the demo's model and training recipe (configs/model/unet_labels.yaml), at any side and number of labels
 RECIPE = {"cond_dropout": 0.5, "prediction": "v", "stable_target": 1024, "loss": "v_mse", "lr": 0.002,
           "warmup_steps": 10, "ema_decay": 0.995}
+READOUT = 128  # the demo's mixture readout (templates)
 
 
 def attributes(k: int) -> dict[str, int]:
@@ -64,7 +65,7 @@ def attributes(k: int) -> dict[str, int]:
 
 def make_module(side: int, k: int, channels: tuple[int, ...]) -> DiffusionModule:
     backbone = LabelledUNet(image_size=side, channels=3, attributes=attributes(k), block_out_channels=list(channels),
-                            layers_per_block=1, snr_gate=True, gate_fade=4.0)
+                            layers_per_block=1, snr_gate=True, gate_fade=4.0, readout=READOUT)
     return DiffusionModule(backbone, **RECIPE)
 
 

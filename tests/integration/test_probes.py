@@ -167,7 +167,7 @@ def test_an_installed_package_finds_the_shipped_model(tmp_path: Path) -> None:
                                              "(--config NAME, from any directory): debug, default, "
                                              "experiment/caption_folder, experiment/cifar10, experiment/digits, "
                                              "experiment/finetune, experiment/natural, experiment/pid, experiment/shapes, "
-                                             "experiment/shapes_text, experiment/vector"),
+                                             "experiment/shapes_text, experiment/shapes_unet, experiment/vector"),
                         ("infodecomp-analyze", "infodecomp-analyze: error: config file not found: nope.yaml")):
         args = ["--config", "nope.yaml"] if script == "infodecomp-train" else ["report", ".", "--config", "nope.yaml"]
         res = subprocess.run([str(site / "bin" / script), *args], capture_output=True, text=True, cwd=tmp_path,

@@ -97,3 +97,60 @@ def test_joint_embedding_starts_at_zero_and_tells_combinations_apart() -> None:
     assert torch.allclose(out[:3], ref[:3]) and not torch.allclose(out[3], ref[3])
     with pytest.raises(ValueError, match="at most 65536"):
         LabelledUNet(attributes={"a": 300, "b": 300}, joint_embedding=True)
+
+
+def test_mixture_readout_holding_the_true_mixture_is_its_exact_denoiser() -> None:
+    """With the true templates, variance and p(label | component), the readout's noise
+    prediction is the exact oracle's, for a noisy label, a certain one, both and neither given."""
+    import math
+
+    from infodecomp.models.backbones import MixtureReadout
+    from infodecomp.oracles import GaussianMixtureOracle
+
+    g = torch.Generator().manual_seed(0)
+    shape, var = (3, 4, 4), 0.3
+    means = 1.5 * torch.randn(6, 48, generator=g, dtype=torch.float64)
+    true = {"a": torch.tensor([0, 1, 2, 0, 1, 2]), "b": torch.tensor([0, 0, 1, 1, 0, 1])}
+    conf = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.7, 0.2], [0.2, 0.2, 0.6]], dtype=torch.float64)
+    oracle = GaussianMixtureOracle(means, var, labels=true, shape=shape, confusion={"a": conf})
+    readout = MixtureReadout(shape, 6, {"a": 3, "b": 2}).double()
+    with torch.no_grad():
+        readout.templates.copy_(means)
+        readout.log_var.fill_(math.log(var))
+        readout.label_logits["a"].copy_(conf[true["a"]].log() / readout.LABEL_SCALE)
+        certain = torch.nn.functional.one_hot(true["b"], 2).double()
+        readout.label_logits["b"].copy_((certain - 1) * 1e4 / readout.LABEL_SCALE)  # p(other) = e^-10000
+    n = 8
+    logsnr = torch.linspace(-4, 4, n, dtype=torch.float64)
+    x, _ = oracle.sample(n, seed=1)
+    z = torch.sigmoid(logsnr).sqrt().view(-1, 1, 1, 1) * x + torch.sigmoid(-logsnr).sqrt().view(-1, 1, 1, 1) * \
+        torch.randn(x.shape, generator=g, dtype=torch.float64)
+    conds = {"a": torch.tensor([-1, 0, 1, 2, -1, 2, 0, -1]), "b": torch.tensor([-1, -1, 0, 1, 1, 0, -1, 0])}
+    xhat, eps = readout(z, logsnr, conds)
+    exact = oracle.denoise(z, logsnr, conds)
+    torch.testing.assert_close(eps, exact, rtol=1e-9, atol=1e-9)
+    a, s = torch.sigmoid(logsnr).sqrt().view(-1, 1, 1, 1), torch.sigmoid(-logsnr).sqrt().view(-1, 1, 1, 1)
+    torch.testing.assert_close(a * xhat + s * eps, z, rtol=1e-9, atol=1e-9)  # the channel, exactly
+    # a label that is not given is summed out: one row without labels matches the marginal
+    torch.testing.assert_close(eps[:1], oracle.denoise(z[:1], logsnr[:1], None), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_unet_with_a_readout_starts_as_the_readouts_prediction(prediction: str) -> None:
+    """The UNet's output layer starts at zero, so the module's noise prediction is the mixture's,
+    read as eps or as v; the configuration keeps the readout."""
+    from infodecomp.lightning import DiffusionModule
+
+    torch.manual_seed(0)
+    net = LabelledUNet(image_size=8, attributes={"shape": 3}, block_out_channels=(8, 16), norm_num_groups=4, readout=5)
+    module = DiffusionModule(net, prediction=prediction, loss="v_mse" if prediction == "v" else "eps_mse")
+    assert net.prediction == prediction and module.ema.module.prediction == prediction
+    z, logsnr = torch.randn(4, 3, 8, 8), torch.linspace(-3, 3, 4)
+    cond = {"shape": torch.tensor([0, 1, -1, 2])}
+    with torch.no_grad():
+        _, eps = net.readout(z, logsnr, cond)
+        torch.testing.assert_close(module(z, logsnr, cond, ema=False), eps, rtol=1e-4, atol=1e-5)
+    rebuilt = build_backbone(net.config)
+    assert rebuilt.readout is not None and rebuilt.readout.templates.shape == (5, 192)
+    with pytest.raises(ValueError, match="readout must be >= 0"):
+        LabelledUNet(readout=-1)

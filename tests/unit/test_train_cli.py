@@ -44,6 +44,21 @@ def test_a_preset_by_name_runs_with_its_included_files(tmp_path: Path, monkeypat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(("preset", "channels", "readout", "steps"),
+                         [("experiment/shapes", [16, 32], 128, 5000), ("experiment/shapes_unet", [32, 64], 0, 8000)])
+def test_the_demo_model_and_the_unet_alone(preset: str, channels: list, readout: int, steps: int,
+                                           capsys: pytest.CaptureFixture) -> None:
+    """The default demo's UNet sits on a mixture readout; ``shapes_unet`` keeps the UNet alone."""
+    import yaml
+
+    with pytest.raises(SystemExit) as done:
+        main(["--config", preset, "--print_config"])
+    assert done.value.code == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    init = cfg["model"]["backbone"]["init_args"]
+    assert (init["block_out_channels"], init["readout"], cfg["trainer"]["max_steps"]) == (channels, readout, steps)
+
+
 def _run(code: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd,
                           env=ENV, timeout=60)

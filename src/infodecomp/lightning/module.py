@@ -124,6 +124,7 @@ class DiffusionModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["backbone"])
         self.hparams["backbone"] = backbone.config
         self.backbone = backbone
+        backbone.prediction = prediction
         self.ema = AveragedModel(backbone, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
         self.ema.requires_grad_(False)
         if init_from:
@@ -332,6 +333,18 @@ class DiffusionModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         if self.trainer.is_global_zero:
             log.info("training %s", describe(self.backbone))
+        readout = getattr(self.backbone, "readout", None)
+        examples = getattr(getattr(self.trainer, "datamodule", None), "train_set", None)
+        if readout is not None and not bool(readout.ready) and examples is not None and len(examples):
+            # the same evenly spaced training images on every process
+            k = readout.templates.shape[0]
+            idx = torch.linspace(0, len(examples) - 1, min(k, len(examples))).round().long().tolist()
+            items = [examples[i] for i in idx]
+            x = torch.stack([torch.as_tensor(it["x"]) for it in items])
+            labels = {a: torch.tensor([int(it["cond"][a]) for it in items]) for a in readout.label_logits
+                      if a in items[0].get("cond", {})}
+            for net in (self.backbone, self.ema.module):
+                net.readout.init_from(x, labels)
 
     # ---- what a checkpoint needs beyond the weights, for an exact resume ----------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -16,9 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from infodecomp.diffusion.channel import signal_noise_scales
 from infodecomp.models.conditioning import Kind
 from infodecomp.models.embeddings import FourierLogSNREmbedding, logsnr_to_time
 from infodecomp.oracles.gaussian import check_cov, gaussian_eps_hat
+from infodecomp.oracles.mixture import isotropic_log_normal, isotropic_residual
 
 
 class Backbone(nn.Module):
@@ -29,6 +31,10 @@ class Backbone(nn.Module):
     init_args: dict[str, Any]
     pad_id: int = 0
     special_ids: tuple[int, ...] = ()
+    #: what the output is read as, ``"eps"`` or ``"v"``: ``DiffusionModule`` sets it to its
+    #: ``prediction`` (a backbone that adds a prediction of its own, as :class:`LabelledUNet`'s
+    #: mixture readout does, needs to know which)
+    prediction: str = "eps"
 
     @property
     def config(self) -> dict[str, Any]:
@@ -251,6 +257,77 @@ class SNRGate(nn.Module):
         return gate
 
 
+class MixtureReadout(nn.Module):
+    """A global read of the whole noisy image: the posterior of ``x`` given ``z`` (and any labels)
+    under a learned mixture of ``k`` isotropic Gaussians, with templates ``m_k``, one shared pixel
+    variance ``v`` and, per label, a learned ``p(label | k)``.
+
+    This is the exact denoiser of such a mixture (:class:`~infodecomp.oracles.GaussianMixtureOracle`
+    computes it with the same functions): the responsibilities weigh ``N(z; a m_k, (a^2 v + s^2) I)``
+    by the given labels' ``p(y | k)``, as the exact posterior reweights components by a noisy label.
+    Every template sees every pixel, which a convolution's receptive field does not: telling which
+    of a few dozen images a noisy one is, from evidence spread over all of it, is one matrix product
+    here, where a small UNet learns it slowly and, until it has, reads its labels as information
+    they do not carry (docs/trust.md, "What ten minutes buy"). :class:`LabelledUNet` adds this
+    prediction to its own output and gives it the posterior mean as input, so the UNet learns what
+    the mixture misses.
+
+    The templates start from ``k`` training images and their labels (:meth:`init_from`; the
+    training module calls it before the first step), else at random.
+    """
+
+    #: ``log p(label | k) = log_softmax(LABEL_SCALE * table)``: Adam moves a logit by about
+    #: ``LABEL_SCALE x lr`` a step, and a label that is certain needs logits of 5 and more
+    LABEL_SCALE = 10.0
+    #: the logit a template's own label starts at (``p = 0.71`` of 4 classes: a label rater right 70%
+    #: of the time, as in the natural-image world, starts where it should; certain labels move up)
+    LABEL_START = 2.0
+
+    def __init__(self, shape: Sequence[int], k: int, attributes: Mapping[str, int] | None = None) -> None:
+        super().__init__()
+        if k < 1:
+            raise ValueError(f"a mixture readout needs at least one template, got {k}")
+        d = math.prod(shape)
+        self.shape = tuple(shape)
+        self.templates = nn.Parameter(torch.randn(k, d) / math.sqrt(d))
+        self.log_var = nn.Parameter(torch.tensor(math.log(0.01)))
+        self.bias = nn.Parameter(torch.zeros(k))
+        self.label_logits = nn.ParameterDict({a: nn.Parameter(torch.zeros(k, n)) for a, n in (attributes or {}).items()})
+        self.register_buffer("ready", torch.tensor(0.0))  # 1 once init_from has run (a float: EMA averages buffers)
+
+    @torch.no_grad()
+    def init_from(self, x: Tensor, labels: Mapping[str, Tensor] | None = None) -> None:
+        """Templates from the rows of ``x`` (``(n, *shape)``, cycled when ``n < k``), each leaning
+        toward its row's labels (``{attribute: (n,) long}``)."""
+        flat = x.reshape(x.shape[0], -1).to(self.templates)
+        if flat.shape[1] != self.templates.shape[1]:
+            raise ValueError(f"init_from needs images of shape {self.shape}, got {tuple(x.shape[1:])}")
+        idx = torch.arange(self.templates.shape[0], device=flat.device) % flat.shape[0]
+        self.templates.copy_(flat[idx])
+        for name, table in self.label_logits.items():
+            if labels is not None and name in labels:
+                table.zero_()
+                table[torch.arange(len(idx)), labels[name].to(idx.device)[idx]] = self.LABEL_START / self.LABEL_SCALE
+        self.ready.fill_(1.0)
+
+    def forward(self, z: Tensor, logsnr: Tensor, cond: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """``(E[x | z, labels], E[eps | z, labels])``, each shaped like ``z`` (labels ``-1``: not given)."""
+        m, v = self.templates, self.log_var.exp()
+        a, s = (t.view(-1) for t in signal_noise_scales(logsnr.to(m.dtype)))
+        flat = z.flatten(1).to(m.dtype)
+        log_n, var = isotropic_log_normal(flat, a, s, m, v.expand(m.shape[0]))
+        logits = log_n + self.bias
+        for name, table in self.label_logits.items():
+            lab = (cond or {}).get(name)
+            if lab is not None:
+                log_p = torch.log_softmax(self.LABEL_SCALE * table, 1)[:, lab.clamp_min(0)].T  # (B, k)
+                logits = logits + torch.where((lab >= 0)[:, None], log_p, 0.0)
+        resp = torch.softmax(logits, dim=1)
+        resid = isotropic_residual(flat, a, resp, var, m)
+        xhat = resp @ m + a[:, None] * v * resid
+        return xhat.view(z.shape).to(z.dtype), (s[:, None] * resid).view(z.shape).to(z.dtype)
+
+
 class LabelledUNet(Backbone):
     """diffusers ``UNet2DModel`` conditioned on discrete attributes.
 
@@ -272,6 +349,11 @@ class LabelledUNet(Backbone):
             or "not given"), added to the sum and zero at the start (the mean of the attribute
             gates scales it). A sum of per-attribute embeddings makes combinations hard to learn:
             a colour set by the XOR of two labels was not learned at all in 1000 steps without it.
+        readout: templates of a :class:`MixtureReadout` (0: none). The UNet then predicts what is
+            left of the noise after the mixture's exact-form posterior, and takes that posterior's
+            mean as input channels; its output layer starts at zero. The default demo uses 128:
+            a ``[16, 32]`` UNet with it, 5000 steps, is within 3% of exact where the ``[32, 64]``
+            UNet alone needed 8000 steps for 7.4% (docs/trust.md).
     """
 
     def __init__(
@@ -287,6 +369,7 @@ class LabelledUNet(Backbone):
         snr_gate: bool = False,
         gate_fade: float | None = None,
         joint_embedding: bool = False,
+        readout: int = 0,
     ) -> None:
         super().__init__()
         from diffusers import UNet2DModel
@@ -296,17 +379,24 @@ class LabelledUNet(Backbone):
         self.init_args = {"image_size": image_size, "channels": channels, "attributes": attributes,
                           "block_out_channels": list(block_out_channels), "layers_per_block": layers_per_block,
                           "attention": attention, "norm_num_groups": norm_num_groups, "coordinates": coordinates,
-                          "snr_gate": snr_gate, "gate_fade": gate_fade, "joint_embedding": joint_embedding}
+                          "snr_gate": snr_gate, "gate_fade": gate_fade, "joint_embedding": joint_embedding,
+                          "readout": readout}
         self.input_shape = (channels, image_size, image_size)
         self.condition_spec = {k: ("label", n) for k, n in attributes.items()}
         self.coordinates = coordinates
+        if readout < 0:
+            raise ValueError(f"readout must be >= 0 templates (0: none), got {readout}")
+        self.readout = MixtureReadout(self.input_shape, readout, attributes) if readout else None
         down, up = _down_up_blocks(len(block_out_channels), attention, cross=False)
         self.unet = UNet2DModel(
-            sample_size=image_size, in_channels=channels + 2 * coordinates, out_channels=channels,
+            sample_size=image_size, in_channels=channels * (1 + bool(readout)) + 2 * coordinates, out_channels=channels,
             block_out_channels=block_out_channels, down_block_types=down, up_block_types=up,
             layers_per_block=layers_per_block, class_embed_type="identity" if attributes else None,
             norm_num_groups=norm_num_groups,
         )
+        if self.readout is not None:  # the UNet starts as nothing on top of the mixture's prediction
+            nn.init.zeros_(self.unet.conv_out.weight)
+            nn.init.zeros_(self.unet.conv_out.bias)
         temb = block_out_channels[0] * 4
         self.labels = nn.ModuleDict({k: nn.Embedding(n + 1, temb) for k, n in attributes.items()})
         for table in self.labels.values():
@@ -337,8 +427,16 @@ class LabelledUNet(Backbone):
             j = self.joint(combo)
             class_emb = class_emb + (j * gates.mean(dim=1).to(j.dtype) if gates is not None else j)
         t = logsnr_to_time(logsnr).to(z.dtype)
-        inp = torch.cat([z, coordinate_channels(z)], dim=1) if self.coordinates else z
-        return self.unet(inp, t, class_labels=class_emb).sample
+        if self.readout is None:
+            inp = torch.cat([z, coordinate_channels(z)], dim=1) if self.coordinates else z
+            return self.unet(inp, t, class_labels=class_emb).sample
+        xhat, eps = self.readout(z, logsnr, cond)
+        inp = torch.cat([z, xhat] + ([coordinate_channels(z)] if self.coordinates else []), dim=1)
+        out = self.unet(inp, t, class_labels=class_emb).sample
+        if self.prediction == "eps":
+            return out + eps
+        a, s = (v.view(-1, 1, 1, 1).to(z.dtype) for v in signal_noise_scales(logsnr))
+        return out + a * eps - s * xhat  # v = a eps - s x
 
 
 class WordTokenizer:

@@ -29,6 +29,27 @@ from infodecomp.oracles.gaussian import _check_n
 _LOG_2PI = math.log(2 * math.pi)
 
 
+def isotropic_log_normal(flat: Tensor, a: Tensor, s: Tensor, means: Tensor, variances: Tensor) -> tuple[Tensor, Tensor]:
+    """``log N(z; a m_k, (a^2 v_k + s^2) I)`` ``(R, M)`` for rows ``flat`` ``(R, d)`` of ``z``, and the
+    variances ``a^2 v_k + s^2`` ``(R, M)``: the evidence of a noisy image for each component of an
+    isotropic mixture (means ``(M, d)``, variances ``(M,)``)."""
+    d = flat.shape[1]
+    var = a[:, None].square() * variances[None, :] + s[:, None].square()
+    sq = (
+        flat.square().sum(1, keepdim=True)
+        - 2 * a[:, None] * flat @ means.T
+        + a[:, None].square() * means.square().sum(1)[None, :]
+    ).clamp_min(0)
+    return -0.5 * (d * _LOG_2PI + d * var.log() + sq / var), var
+
+
+def isotropic_residual(flat: Tensor, a: Tensor, resp: Tensor, var: Tensor, means: Tensor) -> Tensor:
+    """``sum_k r_k (z - a m_k) / (a^2 v_k + s^2)`` ``(R, d)``: the posterior mean of the noise is ``s``
+    times it, and that of ``x`` is ``sum_k r_k m_k + a v_k r_k (...)`` (``resp`` and ``var`` ``(R, M)``)."""
+    w = resp / var
+    return flat * w.sum(1, keepdim=True) - a[:, None] * (w @ means)
+
+
 class GaussianMixtureOracle:
     """Exact conditional and marginal denoiser of a labelled Gaussian mixture.
 
@@ -204,13 +225,7 @@ class GaussianMixtureOracle:
         p = self._params(flat)
         d = self.dim
         if self.isotropic:
-            var = a[:, None].square() * p["variances"][None, :] + s[:, None].square()  # (R, M)
-            sq = (
-                flat.square().sum(1, keepdim=True)
-                - 2 * a[:, None] * flat @ p["means"].T
-                + a[:, None].square() * p["means"].square().sum(1)[None, :]
-            ).clamp_min(0)
-            log_n = -0.5 * (d * _LOG_2PI + d * var.log() + sq / var)
+            log_n, var = isotropic_log_normal(flat, a, s, p["means"], p["variances"])
             return log_n, var, None
         centred = flat[:, None, :] - a[:, None, None] * p["means"][None]  # (R, M, d)
         proj = torch.einsum("rmd,mde->rme", centred, p["eigvecs"])
@@ -246,8 +261,7 @@ class GaussianMixtureOracle:
             logits = logits + log_prior.to(logits)
         resp = torch.softmax(logits, dim=1)  # (R, M)
         if self.isotropic:
-            w = resp / den  # (R, M): r_k / (a^2 var_k + s^2)
-            eps_hat = s[:, None] * (flat * w.sum(1, keepdim=True) - a[:, None] * (w @ p["means"]))
+            eps_hat = s[:, None] * isotropic_residual(flat, a, resp, den, p["means"])
         else:
             coef = resp[:, :, None] * s[:, None, None] * proj / den  # (R, M, d) eigen-coords
             eps_hat = torch.einsum("rme,mde->rd", coef, p["eigvecs"])
