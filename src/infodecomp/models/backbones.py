@@ -427,12 +427,15 @@ class LabelledUNet(Backbone):
             j = self.joint(combo)
             class_emb = class_emb + (j * gates.mean(dim=1).to(j.dtype) if gates is not None else j)
         t = logsnr_to_time(logsnr).to(z.dtype)
+        parts = [z]
+        if self.readout is not None:
+            xhat, eps = self.readout(z, logsnr, cond)
+            parts.append(xhat)
+        if self.coordinates:
+            parts.append(coordinate_channels(z))
+        out = self.unet(torch.cat(parts, dim=1) if len(parts) > 1 else z, t, class_labels=class_emb).sample
         if self.readout is None:
-            inp = torch.cat([z, coordinate_channels(z)], dim=1) if self.coordinates else z
-            return self.unet(inp, t, class_labels=class_emb).sample
-        xhat, eps = self.readout(z, logsnr, cond)
-        inp = torch.cat([z, xhat] + ([coordinate_channels(z)] if self.coordinates else []), dim=1)
-        out = self.unet(inp, t, class_labels=class_emb).sample
+            return out
         if self.prediction == "eps":
             return out + eps
         a, s = (v.view(-1, 1, 1, 1).to(z.dtype) for v in signal_noise_scales(logsnr))
