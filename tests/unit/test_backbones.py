@@ -117,9 +117,9 @@ def test_mixture_readout_holding_the_true_mixture_is_its_exact_denoiser() -> Non
     with torch.no_grad():
         readout.templates.copy_(means)
         readout.log_var.fill_(math.log(var))
-        readout.label_logits["a"].copy_(conf[true["a"]].log() / readout.LABEL_SCALE)
+        readout.label_logits["a"].copy_(conf[true["a"]].log())
         certain = torch.nn.functional.one_hot(true["b"], 2).double()
-        readout.label_logits["b"].copy_((certain - 1) * 1e4 / readout.LABEL_SCALE)  # p(other) = e^-10000
+        readout.label_logits["b"].copy_((certain - 1) * 1e4)  # p(other) = e^-10000
     n = 8
     logsnr = torch.linspace(-4, 4, n, dtype=torch.float64)
     x, _ = oracle.sample(n, seed=1)
@@ -154,3 +154,55 @@ def test_unet_with_a_readout_starts_as_the_readouts_prediction(prediction: str) 
     assert rebuilt.readout is not None and rebuilt.readout.templates.shape == (5, 192)
     with pytest.raises(ValueError, match="readout must be >= 0"):
         LabelledUNet(readout=-1)
+
+
+def test_mixture_readout_fit_recovers_a_noisy_labelled_mixture_and_merges_split_clusters() -> None:
+    """k-means on samples of 5 images (noise 0.1) with 12 templates: 5 distinct templates, each the
+    mean of its image's samples (within 3x its expected squared error of the image), the share of
+    its samples, the noise variance, and the noisy label's confusion row within 4 binomial SE."""
+    from infodecomp.models.backbones import MixtureReadout
+
+    g = torch.Generator().manual_seed(0)
+    shape, sigma, n, keep = (3, 4, 4), 0.1, 5000, 0.7
+    means = torch.randn(5, 48, generator=g, dtype=torch.float64)
+    comp = torch.randint(0, 5, (n,), generator=g)
+    x = (means[comp] + sigma * torch.randn(n, 48, generator=g, dtype=torch.float64)).view(n, *shape)
+    klass = comp % 3  # the rater is right with probability keep, else names one of the two others
+    other = (klass + torch.randint(1, 3, (n,), generator=g)) % 3
+    label = torch.where(torch.rand(n, generator=g, dtype=torch.float64) < keep, klass, other)
+    label[:50] = -1  # not given: left out of the frequencies
+    readout = MixtureReadout(shape, 12, {"a": 3}).double()
+    readout.init_from(x, {"a": label})
+    assert float(readout.ready) == 1.0
+    distinct = torch.unique(readout.templates.detach(), dim=0)
+    assert distinct.shape[0] == 5
+    share = torch.softmax(readout.bias.detach(), 0)
+    p_label = torch.softmax(readout.label_logits["a"].detach(), 1)
+    for row in distinct:
+        j = int(((means - row) ** 2).sum(1).argmin())
+        mine = comp == j
+        members = (readout.templates.detach() == row).all(1)
+        torch.testing.assert_close(row, x[mine].flatten(1).mean(0))  # its cluster's mean, merged exactly
+        assert float(((row - means[j]) ** 2).sum()) < 3 * 48 * sigma**2 / int(mine.sum())
+        assert abs(float(share[members].sum()) - float(mine.float().mean())) < 1e-3  # the cluster's share
+        truth = torch.full((3,), (1 - keep) / 2, dtype=torch.float64)
+        truth[j % 3] = keep
+        m = int((mine & (label >= 0)).sum())
+        assert torch.all((p_label[members] - truth).abs() < 4 * (keep * (1 - keep) / m) ** 0.5)
+    assert abs(readout.log_var.exp().item() / sigma**2 - 1) < 0.02
+
+
+def test_mixture_readout_fit_to_fewer_rows_than_templates_weighs_each_row_once() -> None:
+    from infodecomp.models.backbones import MixtureReadout
+
+    x = torch.randn(3, 3, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    readout = MixtureReadout((3, 4, 4), 8, {"a": 2}).double()
+    readout.init_from(x, {"a": torch.tensor([0, 1, 1])})
+    share = torch.softmax(readout.bias.detach(), 0)
+    for row in x.flatten(1):
+        members = (readout.templates.detach() == row).all(1)
+        assert members.any()
+        assert abs(float(share[members].sum()) - 1 / 3) < 1e-3
+    assert torch.unique(readout.templates.detach(), dim=0).shape[0] == 3
+    with pytest.raises(ValueError, match="init_from needs images of shape"):
+        readout.init_from(torch.zeros(3, 3, 8, 8, dtype=torch.float64))

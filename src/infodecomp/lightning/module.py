@@ -34,6 +34,10 @@ from infodecomp.models.conditioning import (
 )
 
 log = logging.getLogger(__name__)
+
+#: a mixture readout is fitted by k-means (``MixtureReadout.init_from``) to at most this many numbers
+#: of training images before the first step (64M: 20,000 images of 32x32x3, 256 MB in float32)
+READOUT_POOL_VALUES = 1 << 26
 Loss = Literal["information", "eps_mse", "v_mse"]
 Prediction = Literal["eps", "v"]
 
@@ -336,15 +340,16 @@ class DiffusionModule(pl.LightningModule):
         readout = getattr(self.backbone, "readout", None)
         examples = getattr(getattr(self.trainer, "datamodule", None), "train_set", None)
         if readout is not None and not bool(readout.ready) and examples is not None and len(examples):
-            # the same evenly spaced training images on every process
-            k = readout.templates.shape[0]
-            idx = torch.linspace(0, len(examples) - 1, min(k, len(examples))).round().long().tolist()
+            # the same evenly spaced training images on every process (k-means is deterministic, so
+            # every process fits the same mixture): as many as READOUT_POOL_VALUES numbers allow
+            n = min(len(examples), max(readout.templates.shape[0], READOUT_POOL_VALUES // readout.templates.shape[1]))
+            idx = torch.linspace(0, len(examples) - 1, n).round().long().tolist()
             items = [examples[i] for i in idx]
             x = torch.stack([torch.as_tensor(it["x"]) for it in items])
             labels = {a: torch.tensor([int(it["cond"][a]) for it in items]) for a in readout.label_logits
                       if a in items[0].get("cond", {})}
-            for net in (self.backbone, self.ema.module):
-                net.readout.init_from(x, labels)
+            readout.init_from(x, labels)
+            self.ema.module.readout.load_state_dict(readout.state_dict())
 
     # ---- what a checkpoint needs beyond the weights, for an exact resume ----------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
