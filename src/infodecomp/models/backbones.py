@@ -257,6 +257,11 @@ class SNRGate(nn.Module):
         return gate
 
 
+def _squared_distances(a: Tensor, b: Tensor) -> Tensor:
+    """``||a_i - b_j||^2`` for rows ``a`` (``(n, d)``) and ``b`` (``(k, d)``), as ``(n, k)``."""
+    return ((a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None]).clamp_min(0)
+
+
 def _same_mean_groups(m: Tensor, counts: Tensor, var: Tensor, z: float = 6.0, split: float = 16.0) -> Tensor:
     """Group ids of the cluster means ``m`` (``(k, d)``, of ``counts`` rows each, pixel variance
     ``var`` within a cluster) that are one cluster split by k-means. Two means of the same
@@ -266,7 +271,7 @@ def _same_mean_groups(m: Tensor, counts: Tensor, var: Tensor, z: float = 6.0, sp
     = 4`` noise SDs beyond chance, is merged, and linked pairs transitively."""
     k, d = m.shape
     inv = 1.0 / counts.clamp_min(1)
-    dist = ((m * m).sum(1)[:, None] - 2 * m @ m.T + (m * m).sum(1)[None]).clamp_min(0)
+    dist = _squared_distances(m, m)
     limit = var * (split + (inv[:, None] + inv[None]) * (d + z * math.sqrt(2 * d)))
     same = (dist < limit) & (counts[:, None] > 0) & (counts[None] > 0)
     group = torch.arange(k, device=m.device)
@@ -328,8 +333,8 @@ class MixtureReadout(nn.Module):
         where ``k`` exceeds the distinct images) are merged, their templates made identical, so that
         the mixture does not tell them apart later by the noise their means kept: it would pick
         one at high SNR and read its label frequencies, noisy estimates of the same ones, as
-        information (on the natural-image world, +15% to +23% in the CMIs before any step;
-        docs/natural.md).
+        information (on the natural-image world, +15% to +23% in four of the six MIs and CMIs
+        before any step; docs/natural.md).
         """
         flat = x.reshape(x.shape[0], -1).to(self.templates)
         if flat.shape[1] != self.templates.shape[1]:
@@ -337,9 +342,8 @@ class MixtureReadout(nn.Module):
         k, n = self.templates.shape[0], flat.shape[0]
         iters = self.KMEANS_ITERS if iters is None else iters
         m = flat[torch.linspace(0, n - 1, k, device=flat.device).round().long()].clone()  # repeats when n < k
-        sq = (flat * flat).sum(1)
         for _ in range(max(iters, 0) + 1):
-            assign = (sq[:, None] - 2 * flat @ m.T + (m * m).sum(1)).argmin(1)
+            assign = _squared_distances(flat, m).argmin(1)
             counts = torch.bincount(assign, minlength=k).to(flat)
             sums = torch.zeros_like(m).index_add_(0, assign, flat)
             m = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], m)
