@@ -19,7 +19,8 @@ once, its other tasks copy the result (``same_as``), and the summary reports the
 outcomes beside the 40-task figures.
 
 For the diffusion estimator the table also gives the standard estimator, the consistency gap,
-the drift over training, the step of the model kept and the flag, and the summary says how well
+the drift over training, the midpoint's rise from the model kept to the last one trained ("after
+best", once the held-out loss stopped improving), the step of the model kept and the flag, and the summary says how well
 the flags separate the tasks it gets wrong (error > 0.2 nats) from those it gets right (error
 <= 0.1 nats).
 
@@ -165,7 +166,7 @@ def run(tasks: list[str], names: list[str], makers: dict[str, Callable], done: l
 
 def reflag(rows: list[dict]) -> list[dict]:
     """The diffusion rows' flags recomputed from their recorded checks (estimate, SE, gap, drift, k-NN,
-    gain over the Gaussian base and the dependence's kurtosis z)
+    gain over the Gaussian base, the dependence's kurtosis z and the midpoint's rise after selection)
     by the current rule (:func:`infodecomp.evaluation.verdict`), e.g. after its tolerance changed."""
     out = []
     for r in rows:
@@ -176,7 +177,8 @@ def reflag(rows: list[dict]) -> list[dict]:
             settled = r.get("settled", "best_step" in r and r["best_step"] <= r["steps"] - patience)
             row = InfoRow("mi/y", "y", "mi", r["estimate"], r["orthogonal_se"], 0, 0, gap=r["gap"], gap_se=r["gap_se"],
                           drift=None if settled else r["drift"], drift_se=None if settled else r.get("drift_se"),
-                          baseline=r.get("baseline"), base_gain=r.get("base_gain"), dependence_z=r.get("dependence_z"))
+                          baseline=r.get("baseline"), base_gain=r.get("base_gain"), dependence_z=r.get("dependence_z"),
+                          late_drift=r.get("late_drift"), late_drift_se=r.get("late_drift_se"))
             r = {**r, "flag": verdict(row)}
         out.append(r)
     return out
@@ -277,7 +279,7 @@ def print_table(rows: list[dict], stats: dict) -> None:
         table.add_column(name, justify="right")
     extra = "diffusion" in names
     if extra:
-        for col in ("standard", "gap ± SE", "drift", "steps", "flag"):
+        for col in ("standard", "gap ± SE", "drift", "after best", "steps", "flag"):
             table.add_column(col, justify="right")
     for tid in dict.fromkeys(r["task"] for r in rows):
         by = {r["estimator"]: r for r in rows if r["task"] == tid}
@@ -285,8 +287,9 @@ def print_table(rows: list[dict], stats: dict) -> None:
         if extra and "diffusion" in by:
             d = by["diffusion"]
             drift = "" if d["drift"] is None else f"{d['drift']:+.3f}"
+            late = "" if d.get("late_drift") is None else f"{d['late_drift']:+.3f}"
             steps = f"{d.get('best_step', d['steps'])}/{d['steps']}"
-            cells += [f"{d['standard']:.3f}", f"{d['gap']:+.3f} ± {d['gap_se']:.3f}", drift, steps, d["flag"]]
+            cells += [f"{d['standard']:.3f}", f"{d['gap']:+.3f} ± {d['gap_se']:.3f}", drift, late, steps, d["flag"]]
         same = by[names[0]].get("same_as") if names[0] in by else None
         table.add_row(tid + (f" (= {same})" if same else ""), f"{next(iter(by.values()))['truth']:.3f}", *cells)
     for key, label in (("estimators", "all tasks"), ("distinct", "distinct outcomes")):

@@ -66,6 +66,10 @@ def test_reflag_applies_the_current_rule_to_recorded_checks(bench) -> None:  # n
     # the network gained nothing over its Gaussian base on samples whose dependence is not Gaussian
     assert bench.reflag([{**base, "gap": 0.0, "base_gain": 0.0, "dependence_z": 9.0}])[0]["flag"] == "gaussian-only"
     assert bench.reflag([{**base, "gap": 0.0, "base_gain": 0.02, "dependence_z": 9.0}])[0]["flag"] == "ok"
+    # once settled, the midpoint's rise from the selected model to the last one (rows from before: none)
+    late = {**base, "gap": 0.0, "settled": True, "late_drift_se": 0.02}
+    assert bench.reflag([{**late, "late_drift": 0.2}])[0]["flag"] == "still-learning"
+    assert bench.reflag([{**late, "late_drift": -0.2}])[0]["flag"] == "ok"
     other = {"task": "t", "estimator": "ksg", "estimate": 1.0}
     assert bench.reflag([other]) == [other]
 

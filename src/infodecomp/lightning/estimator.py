@@ -8,7 +8,8 @@ keeps the model with the lowest held-out denoising loss and ``EarlyStopping`` en
 that loss no longer improves, so the number of steps follows the sample size; the time budget
 bounds the whole fit. The selected model is evaluated on every test item: both estimators with
 their SEs, the standard-orthogonal gap, the drift over training (while the held-out loss still
-improves), a k-NN estimate from the same samples to check against, the held-out loss's gain over
+improves; once it has stopped, how far the models trained after the selected one moved the
+midpoint of the two estimators), a k-NN estimate from the same samples to check against, the held-out loss's gain over
 the linear-Gaussian base with a test of whether the samples' dependence is Gaussian
 (:func:`infodecomp.evaluation.canonical_kurtosis_z`), and the flag that these checks give
 (:func:`infodecomp.evaluation.verdict`). Nothing about the data needs to be known beyond the
@@ -38,7 +39,6 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
-from infodecomp.estimators import conditional_mutual_information, mutual_information
 from infodecomp.estimators.baselines import (
     KSG,
     FrenzelPompe,
@@ -47,7 +47,15 @@ from infodecomp.estimators.baselines import (
     _check_pair,
     _Fitted,
 )
-from infodecomp.evaluation import InfoRow, canonical_kurtosis_z, flag_reason, midpoint, verdict
+from infodecomp.estimators.engine import Term, integrate
+from infodecomp.evaluation import (
+    InfoRow,
+    canonical_kurtosis_z,
+    flag_reason,
+    mean_and_se,
+    midpoint,
+    verdict,
+)
 from infodecomp.lightning.callbacks.mutual_information import MutualInformationCallback
 from infodecomp.lightning.data import TensorDataModule
 from infodecomp.lightning.module import DiffusionModule
@@ -86,8 +94,9 @@ class DiffusionConfig:
         hidden, depth: width and residual blocks of the MLP backbone.
         max_seconds: the time budget of the whole fit. Training (Lightning's ``max_time``) gets
             what is left after the final evaluation of the selected model on the test split
-            (estimated at :data:`EVALS_PER_SECOND`: 0.3 s at 2,000 samples, 7.6 s at 50,000)
-            and :data:`RESERVE_SHARE` of the budget for the k-NN check.
+            (estimated at :data:`EVALS_PER_SECOND`: 0.3 s at 2,000 samples, 7.6 s at 50,000),
+            the ``still-learning`` check (0.15 s at 2,000 samples, 0.9 s from 6,000) and
+            :data:`RESERVE_SHARE` of the budget for the k-NN check.
         batch_size: training batch (``None``: :func:`default_batch` of the training split).
         max_steps: the step budget (``None``: the training seconds over :data:`STEP_SECONDS` at
             the batch used, what one CPU thread trains in that time). Training ends at whichever budget runs
@@ -99,7 +108,12 @@ class DiffusionConfig:
             training does not stop it). The loss sees both an under-fitted and an over-fitted
             model, so the number of steps follows the sample size: at 2,000 samples training
             stops after 700-2,300 steps, at 50,000 a Gaussian task stops at 1,800 and a spiral
-            one is still improving at 4,700. ``"last"``: the model after the last step.
+            one is still improving at 4,700. When training stopped on that loss, the last model
+            is compared with the selected one by the midpoint of the two estimators on the
+            drift's items and draws (``late_drift`` in :meth:`summary`; two evaluations of
+            ``eval_items`` x ``eval_draws``), and a rise of more than ``LATE_DRIFT_NATS`` flags
+            the estimate ``still-learning``: the network was still learning dependence that the
+            held-out loss could not confirm. ``"last"``: the model after the last step.
         evaluations: MI evaluations during training on ``eval_items`` test items with
             ``eval_draws`` draws each (the drift that flags ``not-converged``; bounded, so that a
             time budget buys training rather than evaluation).
@@ -159,7 +173,7 @@ class DiffusionMI(_Fitted):
     After :meth:`fit`, :meth:`estimate` returns the orthogonal estimate on the held-out split
     (``estimator="standard"`` for the other); :attr:`rows` has both with SEs, the gap and the
     drift, and :attr:`flag` says whether to trust it (``ok``, ``model-inconsistent``,
-    ``below-baseline``, ``gaussian-only``, ``not-converged``). ``estimate(x, y)`` evaluates the trained model on
+    ``below-baseline``, ``gaussian-only``, ``still-learning``, ``not-converged``). ``estimate(x, y)`` evaluates the trained model on
     new samples.
 
     ``fit(x, y, c=c)`` estimates ``I(X; Y | C)`` the same way (``summary()["quantity"]`` is
@@ -206,6 +220,7 @@ class DiffusionMI(_Fitted):
         self.train_seconds = self.eval_seconds = 0.0
         self.steps = self.best_step = 0
         self.kind, self.stopped, self.settled = "mi", "", False
+        self.late_drift: tuple[float, float] | None = None
         self.noise_bias = 0.0
         self.base_gain: float | None = None
         self.dependence_z: float | None = None
@@ -224,10 +239,12 @@ class DiffusionMI(_Fitted):
         return max(cfg.evaluations, round(seconds / (STEP_SECONDS[0] + STEP_SECONDS[1] * batch)))
 
     def _training_seconds(self, n_test: int, n_conditions: int) -> float:
-        """``max_seconds`` less the final evaluation (``n_conditions`` denoiser calls per draw)
-        and the reserve; at least a tenth of the budget."""
+        """``max_seconds`` less the final evaluation (``n_conditions`` denoiser calls per draw), the
+        ``still-learning`` check's two evaluations of the drift's items and the reserve; at least
+        a tenth of the budget."""
         cfg = self.config
-        evaluation = n_test * cfg.n_draws * n_conditions / EVALS_PER_SECOND
+        draws = n_test * cfg.n_draws + (2 * min(cfg.eval_items, n_test) * cfg.eval_draws if cfg.select == "val_loss" else 0)
+        evaluation = draws * n_conditions / EVALS_PER_SECOND
         return max(0.1 * cfg.max_seconds, cfg.max_seconds * (1 - RESERVE_SHARE) - evaluation)
 
     # ---- preprocessing ------------------------------------------------------------------------
@@ -257,6 +274,7 @@ class DiffusionMI(_Fitted):
                 raise ValueError(f"c must have one row per sample ({x.shape[0]}), got {c.shape[0]}")
         cfg = self.config
         self.kind = "mi" if c is None else "cmi"
+        self.settled, self.late_drift = False, None
         gen = torch.Generator().manual_seed(cfg.seed)
         perm = torch.randperm(x.shape[0], generator=gen)
         n_train = int(cfg.train_fraction * x.shape[0])
@@ -333,14 +351,21 @@ class DiffusionMI(_Fitted):
                 pl.seed_everything(cfg.seed, verbose=False)
                 start = time.perf_counter()
                 trainer.fit(self.module, dm)
+                self.train_seconds = time.perf_counter() - start
                 self.steps = self.best_step = trainer.global_step
                 self.stopped = ("held-out loss" if held_out and selection[1].stopped else
                                 "steps" if self.steps >= self.max_steps else "time")
                 if held_out and best.best_model_path:
                     state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
-                    self.module.load_state_dict(state["state_dict"])
                     self.best_step = int(state.get("global_step", self.steps))
-                self.train_seconds = time.perf_counter() - start
+                    self.settled = self.steps - self.best_step >= cfg.patience * cfg.val_every
+                    # still-learning: the last model against the selected one, by the midpoint of
+                    # the two estimators on the drift's items and draws, paired item by item
+                    probe = tuple(t[:min(cfg.eval_items, n_test)] for t in test_parts)
+                    last = self._midpoints(probe, cfg.eval_draws) if self.settled else None
+                    self.module.load_state_dict(state["state_dict"])
+                    if last is not None:
+                        self.late_drift = mean_and_se(last - self._midpoints(probe, cfg.eval_draws))
                 self.val_losses = losses.values
                 judge = pl.Trainer(enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=1,
                                    callbacks=[final], default_root_dir=root, **quiet)
@@ -352,7 +377,6 @@ class DiffusionMI(_Fitted):
         if self.stopped == "time":
             log.warning("%s: stopped after %d of %d steps (%.0f s of the %.0f s budget for training)", self.name,
                         self.steps, self.max_steps, self._train_budget, cfg.max_seconds)
-        self.settled = held_out and self.steps - self.best_step >= cfg.patience * cfg.val_every
         pick_rows = lambda table: {r["estimator"]: r for r in table if r["kind"] == self.kind}  # noqa: E731
         drifts = pick_rows(watch.final_rows)
         self.rows = {}
@@ -363,6 +387,7 @@ class DiffusionMI(_Fitted):
             # shows their over-fitting, not the selected model)
             no_drift = self.settled or estimator not in drifts
             row.drift, row.drift_se = (None, None) if no_drift else (drifts[estimator]["drift"], drifts[estimator]["drift_se"])
+            row.late_drift, row.late_drift_se = self.late_drift or (None, None)
             self.rows[estimator] = row
         self.history = {k: v for k, v in watch.history.items() if k.startswith(f"{self.kind}/")}
         if cfg.knn_check:
@@ -416,15 +441,28 @@ class DiffusionMI(_Fitted):
         if (c is None) != (self.kind == "mi"):
             raise ValueError("pass c exactly when the model was fitted with c" if c is None else
                              "c was given but the model was fitted without a condition")
-        parts = [t.to(self.module.device) for t in self._apply(x, y, c)]
-        cond = self._conditions(tuple(parts))
-        kw = {"estimator": estimator, "n_draws": self.config.n_draws, "seed": self.config.seed}
-        with torch.no_grad():
-            if self.kind == "mi":
-                value = mutual_information(self.module, parts[0], cond, **kw).item()
-            else:
-                value = conditional_mutual_information(self.module, parts[0], cond, {"c": cond["c"]}, **kw).item()
+        value = self._information(self._apply(x, y, c), (estimator,), self.config.n_draws)[estimator].item()
         return value + (self.noise_bias if estimator == "standard" else -self.noise_bias)
+
+    def _information(self, parts: tuple[Tensor, ...], estimators: Sequence[str], n_draws: int,
+                     reduction: Literal["mean", "sample"] = "mean") -> dict[str, Tensor]:
+        """The model's MI (CMI when ``parts`` has a condition) of preprocessed ``parts`` by each of
+        ``estimators``, all from the same denoiser calls, before the noise-bias correction."""
+        parts = tuple(t.to(self.module.device) for t in parts)
+        cond = self._conditions(parts)
+        conditions = {"cond": cond, "ref": None if self.kind == "mi" else {"c": cond["c"]}}
+        terms = {e: Term(e, cond="cond", ref="ref") for e in estimators}
+        self.module.eval()
+        with torch.no_grad():
+            out = integrate(self.module, parts[0], conditions, terms, n_draws=n_draws, seed=self.config.seed,
+                            reduction=reduction)
+        return {e: v.value for e, v in out.items()}
+
+    def _midpoints(self, parts: tuple[Tensor, ...], n_draws: int) -> Tensor:
+        """Per item, the mean of the orthogonal and standard estimates (the noise-bias correction
+        cancels in it): what over-fitting noise does not move (:func:`~infodecomp.evaluation.midpoint`)."""
+        both = self._information(parts, ("orthogonal", "standard"), n_draws, "sample")
+        return (both["orthogonal"].double().cpu() + both["standard"].double().cpu()) / 2
 
     def summary(self) -> dict:
         """Both estimates with SEs, the checks and the training that produced them (JSON-ready)."""
@@ -438,6 +476,7 @@ class DiffusionMI(_Fitted):
                 "eval_seconds": self.eval_seconds, "quantity": self.kind,
                 "noise_bias": self.noise_bias, "val_losses": self.val_losses,
                 "base_gain": self.base_gain, "dependence_z": self.dependence_z,
+                "late_drift": o.late_drift, "late_drift_se": o.late_drift_se,
                 "train_seconds": self.train_seconds, "config": asdict(self.config)}
 
 
